@@ -1,0 +1,74 @@
+"""BuilderConfig and optimization profiles: the one frozen object that steers a build."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping, Optional, Sequence
+
+from ..errors import ConfigError
+from ..ir import Graph, format_shape
+
+
+@dataclass(frozen=True)
+class OptimizationProfile:
+    """min/opt/max shape per dynamic input, as in TensorRT. Tactics are tuned at `opt`."""
+
+    shapes: Mapping[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+
+    @staticmethod
+    def fixed(shapes: Mapping[str, Sequence[int]]) -> "OptimizationProfile":
+        return OptimizationProfile({k: (tuple(v), tuple(v), tuple(v)) for k, v in shapes.items()})
+
+    def validate(self, graph: Graph) -> None:
+        inputs = {v.name: v for v in graph.inputs}
+        for name, (lo, opt, hi) in self.shapes.items():
+            v = inputs.get(name)
+            if v is None:
+                raise ConfigError(f"optimization profile names input '{name}', which the network does not have "
+                                  f"(inputs: {sorted(inputs)})")
+            if not (len(lo) == len(opt) == len(hi)):
+                raise ConfigError(f"profile for input '{name}': min/opt/max have different ranks")
+            if v.shape is not None and len(lo) != len(v.shape):
+                raise ConfigError(f"profile for input '{name}' has rank {len(lo)}, but the input is "
+                                  f"{format_shape(v.shape)} (rank {len(v.shape)})")
+            for axis, (a, b, c) in enumerate(zip(lo, opt, hi)):
+                if min(a, b, c) < 0:
+                    raise ConfigError(f"profile for input '{name}' dimension {axis} is negative")
+                if not a <= b <= c:
+                    raise ConfigError(f"profile for input '{name}' dimension {axis}: need min <= opt <= max, "
+                                      f"got {a}, {b}, {c}")
+                fixed = None if v.shape is None else v.shape[axis]
+                if isinstance(fixed, int) and not a == b == c == fixed:
+                    raise ConfigError(f"profile for input '{name}' dimension {axis} is {a}..{c}, but the "
+                                      f"network fixes it to {fixed}")
+
+
+@dataclass(frozen=True)
+class BuilderConfig:
+    """How to build. Precision flags *allow* a precision; the builder picks per layer."""
+
+    device: str = "cpu"
+    tf32: bool = True
+    fp16: bool = False
+    bf16: bool = False
+    profiles: tuple[OptimizationProfile, ...] = ()
+    # Verify the graph after every pass (and keep the per-pass report).
+    debug: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.profiles, tuple):
+            object.__setattr__(self, "profiles", tuple(self.profiles))
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["profiles"] = [{k: [list(x) for x in v] for k, v in p.shapes.items()} for p in self.profiles]
+        return d
+
+    def with_changes(self, **changes: Any) -> "BuilderConfig":
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d.update(changes)
+        return BuilderConfig(**d)
+
+
+def profile_from_optional(shapes: Optional[Mapping[str, Sequence[int]]]) -> tuple[OptimizationProfile, ...]:
+    return (OptimizationProfile.fixed(shapes),) if shapes else ()

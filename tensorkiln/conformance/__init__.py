@@ -1,0 +1,1 @@
+"""Running the official ONNX backend node tests through tensorkiln's public API."""

@@ -1,0 +1,81 @@
+"""The engine plan: everything the runtime needs to run a built network, as data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ..ir import Graph, TensorType
+from ..ir.shape import Dim
+from ..version import ENGINE_FORMAT_VERSION, __version__
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    backend: str  # "cpu" or "cuda"
+    name: str  # e.g. "cpu", "NVIDIA H100 80GB HBM3"
+    compute_capability: Optional[tuple[int, int]] = None
+
+    def describe(self) -> str:
+        if self.compute_capability:
+            return f"{self.backend} device '{self.name}' (sm_{self.compute_capability[0]}{self.compute_capability[1]})"
+        return f"{self.backend} device '{self.name}'"
+
+
+@dataclass(frozen=True)
+class ProfileRange:
+    """min/opt/max shapes of one input in one optimization profile."""
+
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class IOTensor:
+    name: str
+    dtype: Any  # DType
+    shape: tuple[Dim, ...] | None
+    # One entry per optimization profile (empty when the engine has none).
+    profiles: tuple[ProfileRange, ...] = ()
+
+    def __str__(self) -> str:
+        return f"{self.name}: {TensorType(self.dtype, self.shape)}"
+
+
+@dataclass(frozen=True)
+class EnginePlan:
+    graph: Graph
+    device: DeviceInfo
+    build_config: dict[str, Any] = field(default_factory=dict)
+    # Per profile: input name -> ProfileRange.
+    profiles: tuple[dict[str, ProfileRange], ...] = ()
+    memory: dict[str, Any] = field(default_factory=dict)
+    build_info: dict[str, Any] = field(default_factory=dict)
+    library_version: str = __version__
+    format_version: int = ENGINE_FORMAT_VERSION
+
+    @property
+    def inputs(self) -> list[IOTensor]:
+        return [IOTensor(v.name, v.dtype, v.shape, tuple(p[v.name] for p in self.profiles if v.name in p))
+                for v in self.graph.inputs]
+
+    @property
+    def outputs(self) -> list[IOTensor]:
+        return [IOTensor(v.name, v.dtype, v.shape) for v in self.graph.outputs]
+
+    @property
+    def layers(self) -> list[dict[str, Any]]:
+        """One row per top-level layer: name, op, tactic, precision."""
+        return [{"name": n.name, "op": n.op_type, "tactic": n.meta.get("tactic", "?"),
+                 "precision": n.meta.get("precision", "?"),
+                 "inputs": [None if v is None else v.name for v in n.inputs],
+                 "outputs": [v.name for v in n.outputs]} for n in self.graph.nodes]
+
+    def serialize(self) -> bytes:
+        from .format import serialize_plan
+        return serialize_plan(self)
+
+    def save(self, path: str) -> None:
+        from .format import save_plan
+        save_plan(self, path)

@@ -1,0 +1,1 @@
+"""Model frontends: turn a model file into a tensorkiln IR Graph."""

@@ -1,0 +1,11 @@
+"""Intermediate representation: Graph, Node, Value, DType, symbolic shapes."""
+
+from .dtype import DType, numpy_to_torch, torch_to_numpy
+from .graph import Graph, Node, Value, free_names_of_subgraphs
+from .printer import format_graph, format_node
+from .shape import Dim, Shape, TensorType, broadcast_shapes, format_shape, is_static
+from .verify import verify
+
+__all__ = ["DType", "Dim", "Graph", "Node", "Shape", "TensorType", "Value", "broadcast_shapes",
+           "format_graph", "format_node", "format_shape", "free_names_of_subgraphs", "is_static",
+           "numpy_to_torch", "torch_to_numpy", "verify"]

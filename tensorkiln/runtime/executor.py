@@ -1,0 +1,106 @@
+"""Runs a graph whose nodes carry chosen tactics: the runtime's inner loop.
+
+Values live in a list of slots indexed by integers computed once; a value's slot is
+cleared after its last reader so memory is returned as soon as possible.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ExecutionError, TensorkilnError
+from ..ir import DType, Graph, Node, numpy_to_torch
+from ..ops import RunContext
+from ..planner import compute_liveness
+
+TacticFn = Callable[[RunContext, list[Optional[torch.Tensor]], dict[str, Any]], Any]
+Resolve = Callable[[Node], TacticFn]
+
+
+class _Step:
+    __slots__ = ("fn", "attrs", "ins", "outs", "release", "node")
+
+    def __init__(self, fn: TacticFn, attrs: dict, ins: list[int], outs: list[int], release: list[int], node: Node):
+        self.fn, self.attrs, self.ins, self.outs, self.release, self.node = fn, attrs, ins, outs, release, node
+
+
+def _to_device(array: np.ndarray, device: torch.device) -> Any:
+    if array.dtype == object or not DType.from_numpy(array.dtype).has_torch:
+        return array  # strings and dtypes torch lacks stay numpy: only the ops made for them read them
+    return numpy_to_torch(array).to(device)
+
+
+class GraphExecutor:
+    def __init__(self, graph: Graph, device: torch.device, resolve: Resolve):
+        self.graph = graph
+        self.device = device
+        self.resolve = resolve
+        self.slot_of: dict[str, int] = {}
+        captured = sorted(graph.free_names())
+        for name in captured:
+            self._slot(name)
+        self.captured = [(self.slot_of[n], n) for n in captured]
+        self.input_slots = [self._slot(v.name) for v in graph.inputs]
+        template: list[Any] = []
+        for v in graph.initializers:
+            self._slot(v.name)
+        for n in graph.nodes:
+            for v in n.outputs:
+                self._slot(v.name)
+        template = [None] * len(self.slot_of)
+        for v in graph.initializers:
+            template[self.slot_of[v.name]] = _to_device(v.const, device)
+        self.template = template
+        live = compute_liveness(graph)
+        self.steps = [
+            _Step(resolve(n), n.attrs, [-1 if v is None else self.slot_of[v.name] for v in n.inputs],
+                  [self.slot_of[v.name] for v in n.outputs],
+                  [self.slot_of[name] for name in live.release_after[i]], n)
+            for i, n in enumerate(graph.nodes)
+        ]
+        self.output_slots = [self.slot_of[v.name] for v in graph.outputs]
+        self._children: dict[int, GraphExecutor] = {}
+
+    def _slot(self, name: str) -> int:
+        if name not in self.slot_of:
+            self.slot_of[name] = len(self.slot_of)
+        return self.slot_of[name]
+
+    def _child(self, graph: Graph) -> "GraphExecutor":
+        ex = self._children.get(id(graph))
+        if ex is None:
+            ex = self._children[id(graph)] = GraphExecutor(graph, self.device, self.resolve)
+        return ex
+
+    def run(self, feeds: Sequence[Any], outer: Optional[Callable[[str], Any]] = None) -> list[Any]:
+        slots = list(self.template)
+        for s, x in zip(self.input_slots, feeds):
+            slots[s] = x
+        for s, name in self.captured:
+            if outer is None:
+                raise ExecutionError(f"graph '{self.graph.name}' reads '{name}', which no enclosing graph defines")
+            slots[s] = outer(name)
+        ctx = RunContext(self.device, lambda g, xs: self._child(g).run(xs, lambda name: slots[self.slot_of[name]]))
+        for step in self.steps:
+            args = [slots[i] if i >= 0 else None for i in step.ins]
+            try:
+                out = step.fn(ctx, args, step.attrs)
+            except TensorkilnError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a kernel failure names the layer
+                node = step.node
+                shapes = ", ".join("None" if a is None else f"{tuple(a.shape)}:{str(a.dtype).replace('torch.', '')}"
+                                   if hasattr(a, "shape") else type(a).__name__ for a in args)
+                raise ExecutionError(f"layer '{node.name}' ({node.op_type}) failed on inputs [{shapes}]: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+            if isinstance(out, torch.Tensor):
+                slots[step.outs[0]] = out
+            else:
+                for s, o in zip(step.outs, out):
+                    slots[s] = o
+            for s in step.release:
+                slots[s] = None
+        return [slots[s] for s in self.output_slots]

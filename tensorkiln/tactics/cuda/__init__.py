@@ -1,0 +1,1 @@
+"""CUDA tactics beyond the reference ones: see the CUDA backend issue."""

@@ -1,0 +1,91 @@
+"""Tactics: the implementations the builder may choose for a layer on a backend.
+
+Every op has a "reference" tactic on every backend: the op's torch reference, which runs
+on CPU and CUDA tensors alike. Faster tactics register beside it with a `supports()`
+that returns the reason it does not apply to a node (or None when it does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from ..ir import Node
+from ..ops import Op, RunContext, all_ops, get_op
+
+BACKENDS = ("cpu", "cuda")
+REFERENCE = "reference"
+
+RunFn = Callable[[RunContext, list[Optional[torch.Tensor]], dict[str, Any]], Any]
+
+
+def _always(node: Node) -> Optional[str]:
+    return None
+
+
+@dataclass(frozen=True)
+class Tactic:
+    name: str
+    op_type: str
+    backend: str
+    run: RunFn
+    domain: str = ""
+    supports: Callable[[Node], Optional[str]] = field(default=_always, compare=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.backend}:{self.domain + '::' if self.domain else ''}{self.op_type}:{self.name}"
+
+
+_EXTRA: dict[tuple[str, str, str], list[Tactic]] = {}
+
+
+def register_tactic(tactic: Tactic) -> Tactic:
+    if tactic.backend not in BACKENDS:
+        raise ValueError(f"unknown backend '{tactic.backend}'")
+    if tactic.name == REFERENCE:
+        raise ValueError("the reference tactic comes from the op definition; register others by their own name")
+    _EXTRA.setdefault((tactic.backend, tactic.domain, tactic.op_type), []).append(tactic)
+    return tactic
+
+
+def reference_tactic(op: Op, backend: str) -> Tactic:
+    return Tactic(REFERENCE, op.name, backend, op.reference, op.domain)
+
+
+def candidates(node: Node, backend: str) -> list[tuple[Tactic, Optional[str]]]:
+    """Every tactic for the node's op on the backend with the reason it does not apply (None if it does)."""
+    op = get_op(node.op_type, node.domain)
+    if op is None:
+        return []
+    out = [(reference_tactic(op, backend), None)]
+    for t in _EXTRA.get((backend, op.domain, op.name), []):
+        out.append((t, t.supports(node)))
+    return out
+
+
+def find_tactic(backend: str, op_type: str, domain: str, name: str) -> Optional[Tactic]:
+    op = get_op(op_type, domain)
+    if op is None:
+        return None
+    if name == REFERENCE:
+        return reference_tactic(op, backend)
+    for t in _EXTRA.get((backend, op.domain, op.name), []):
+        if t.name == name:
+            return t
+    return None
+
+
+def ops_without_tactic(backend: str) -> list[str]:
+    """Registered ops lacking any tactic on a backend (a test keeps this empty)."""
+    missing = []
+    for op in all_ops():
+        if type(op).reference is Op.reference:
+            missing.append(op.name)
+    return missing
+
+
+def tactic_names(node: Node, backend: str) -> Sequence[str]:
+    return [t.name for t, reason in candidates(node, backend) if reason is None]
