@@ -74,7 +74,7 @@ class NetworkDefinition:
 
     def mark_output(self, tensor: Value, name: Optional[str] = None) -> Value:
         if name and name != tensor.name:
-            tensor = self.add_layer("Identity", [tensor], name=name, output_names=[name])[0]
+            tensor = self.add_layer("Identity", [tensor], output_names=[name])[0]
         self.graph.outputs.append(tensor)
         return tensor
 

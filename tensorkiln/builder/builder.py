@@ -12,7 +12,7 @@ from typing import Optional, Union
 
 from ..engine import DeviceInfo, EnginePlan, ProfileRange
 from ..errors import BuildError, ConfigError
-from ..ir import Graph, TensorType
+from ..ir import Graph, OptionalType, SequenceType, TensorType
 from ..ops import infer_graph_types
 from ..passes import run_pipeline
 from ..planner import compute_liveness
@@ -56,8 +56,8 @@ class Builder:
 
 def _check_inputs_typed(graph: Graph) -> None:
     for v in graph.inputs:
-        if v.type is None:
-            raise ConfigError(f"network input '{v.name}' has no dtype: declare it")
+        if v.type is None or (isinstance(v.type, (SequenceType, OptionalType)) and v.type.elem is None):
+            raise ConfigError(f"network input '{v.name}' has no type: declare its dtype")
 
 
 def _choose_tactics(graph: Graph, backend: str) -> None:

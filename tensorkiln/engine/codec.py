@@ -12,18 +12,26 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import EngineFormatError
-from ..ir import DType, Graph, Node, TensorType, Value
+from ..ir import DType, Graph, Node, OptionalType, SequenceType, TensorType, Value, ValueType
 
 
-def _type_to_json(t: Optional[TensorType]) -> Optional[dict]:
+def type_to_json(t: Optional[ValueType]) -> Optional[dict]:
     if t is None:
         return None
+    if isinstance(t, SequenceType):
+        return {"sequence": type_to_json(t.elem)}
+    if isinstance(t, OptionalType):
+        return {"optional": type_to_json(t.elem)}
     return {"dtype": t.dtype.short, "shape": None if t.shape is None else list(t.shape)}
 
 
-def _type_from_json(d: Optional[dict]) -> Optional[TensorType]:
+def type_from_json(d: Optional[dict]) -> Optional[ValueType]:
     if d is None:
         return None
+    if "sequence" in d:
+        return SequenceType(type_from_json(d["sequence"]))
+    if "optional" in d:
+        return OptionalType(type_from_json(d["optional"]))
     shape = None if d["shape"] is None else tuple(d["shape"])
     return TensorType(DType.parse(d["dtype"]), shape)
 
@@ -47,7 +55,7 @@ class GraphEncoder:
         if isinstance(v, bytes):
             return {"$bytes": base64.b64encode(v).decode()}
         if isinstance(v, TensorType):
-            return {"$type": _type_to_json(v)}
+            return {"$type": type_to_json(v)}
         if isinstance(v, (list, tuple)):
             return [self._attr(x) for x in v]
         if isinstance(v, (np.integer,)):
@@ -59,9 +67,9 @@ class GraphEncoder:
     def graph(self, g: Graph) -> dict:
         return {
             "name": g.name,
-            "inputs": [{"name": v.name, "type": _type_to_json(v.type)} for v in g.inputs],
+            "inputs": [{"name": v.name, "type": type_to_json(v.type)} for v in g.inputs],
             "outputs": [v.name for v in g.outputs],
-            "output_types": [_type_to_json(v.type) for v in g.outputs],
+            "output_types": [type_to_json(v.type) for v in g.outputs],
             "constants": [{"name": v.name, **self._array(v.const)} for v in g.initializers],
             "nodes": [self.node(n) for n in g.nodes],
             "opsets": g.opsets,
@@ -71,7 +79,7 @@ class GraphEncoder:
         return {
             "name": n.name, "op": n.op_type, "domain": n.domain, "opset": n.opset,
             "inputs": [None if v is None else v.name for v in n.inputs],
-            "outputs": [{"name": v.name, "type": _type_to_json(v.type)} for v in n.outputs],
+            "outputs": [{"name": v.name, "type": type_to_json(v.type)} for v in n.outputs],
             "attrs": {k: self._attr(v) for k, v in n.attrs.items()},
             "meta": n.meta,
         }
@@ -98,7 +106,7 @@ class GraphDecoder:
             if "$bytes" in v:
                 return base64.b64decode(v["$bytes"])
             if "$type" in v:
-                return _type_from_json(v["$type"])
+                return type_from_json(v["$type"])
         if isinstance(v, list):
             return [self._attr(x, scope) for x in v]
         return v
@@ -111,7 +119,7 @@ class GraphDecoder:
             g.initializers.append(v)
             scope[v.name] = v
         for i in d["inputs"]:
-            v = Value(i["name"], _type_from_json(i["type"]))
+            v = Value(i["name"], type_from_json(i["type"]))
             g.inputs.append(v)
             scope[v.name] = v
         for nd in d["nodes"]:
@@ -124,7 +132,7 @@ class GraphDecoder:
                 else:
                     raise EngineFormatError(f"engine plan layer '{nd['name']}' reads undefined value '{name}'")
             attrs = {k: self._attr(v, scope) for k, v in nd["attrs"].items()}
-            outputs = [Value(o["name"], _type_from_json(o["type"])) for o in nd["outputs"]]
+            outputs = [Value(o["name"], type_from_json(o["type"])) for o in nd["outputs"]]
             g.nodes.append(Node(nd["op"], inputs, outputs, attrs, name=nd["name"], domain=nd["domain"],
                                 opset=nd["opset"], meta=dict(nd.get("meta", {}))))
             for v in outputs:

@@ -30,7 +30,7 @@ import torch
 from ..errors import EngineFormatError
 from ..ir import DType, numpy_to_torch, torch_to_numpy
 from ..version import ENGINE_FORMAT_VERSION, __version__
-from .codec import GraphDecoder, GraphEncoder
+from .codec import GraphDecoder, GraphEncoder, type_to_json
 from .plan import DeviceInfo, EnginePlan, ProfileRange
 
 MAGIC = b"TKILNPLN"
@@ -81,10 +81,8 @@ def serialize_plan(plan: EnginePlan) -> bytes:
         "device": {"backend": plan.device.backend, "name": plan.device.name,
                    "compute_capability": list(plan.device.compute_capability) if plan.device.compute_capability else None},
         "build_config": plan.build_config,
-        "io": {"inputs": [{"name": v.name, "dtype": v.dtype.short, "shape": None if v.shape is None else list(v.shape)}
-                          for v in plan.graph.inputs],
-               "outputs": [{"name": v.name, "dtype": v.dtype.short if v.dtype else None,
-                            "shape": None if v.shape is None else list(v.shape)} for v in plan.graph.outputs]},
+        "io": {"inputs": [{"name": v.name, **(type_to_json(v.type) or {})} for v in plan.graph.inputs],
+               "outputs": [{"name": v.name, **(type_to_json(v.type) or {})} for v in plan.graph.outputs]},
         "profiles": [{name: {"min": list(r.min), "opt": list(r.opt), "max": list(r.max)} for name, r in p.items()}
                      for p in plan.profiles],
         "memory": plan.memory,

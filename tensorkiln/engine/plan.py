@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..ir import Graph, TensorType
+from ..ir import Graph, TensorType, ValueType
 from ..ir.shape import Dim
 from ..version import ENGINE_FORMAT_VERSION, __version__
 
@@ -33,14 +33,28 @@ class ProfileRange:
 
 @dataclass(frozen=True)
 class IOTensor:
+    """One engine input or output. `type` is a TensorType, or a SequenceType/OptionalType
+    for the (rare) graphs whose I/O are ONNX sequences or optionals."""
+
     name: str
-    dtype: Any  # DType
-    shape: tuple[Dim, ...] | None
+    type: Optional[ValueType]
     # One entry per optimization profile (empty when the engine has none).
     profiles: tuple[ProfileRange, ...] = ()
 
+    @property
+    def is_tensor(self) -> bool:
+        return isinstance(self.type, TensorType)
+
+    @property
+    def dtype(self) -> Any:  # DType, or None for a sequence/optional
+        return self.type.dtype if self.is_tensor else None
+
+    @property
+    def shape(self) -> Optional[tuple[Dim, ...]]:
+        return self.type.shape if self.is_tensor else None
+
     def __str__(self) -> str:
-        return f"{self.name}: {TensorType(self.dtype, self.shape)}"
+        return f"{self.name}: {self.type}"
 
 
 @dataclass(frozen=True)
@@ -57,12 +71,12 @@ class EnginePlan:
 
     @property
     def inputs(self) -> list[IOTensor]:
-        return [IOTensor(v.name, v.dtype, v.shape, tuple(p[v.name] for p in self.profiles if v.name in p))
+        return [IOTensor(v.name, v.type, tuple(p[v.name] for p in self.profiles if v.name in p))
                 for v in self.graph.inputs]
 
     @property
     def outputs(self) -> list[IOTensor]:
-        return [IOTensor(v.name, v.dtype, v.shape) for v in self.graph.outputs]
+        return [IOTensor(v.name, v.type) for v in self.graph.outputs]
 
     @property
     def layers(self) -> list[dict[str, Any]]:

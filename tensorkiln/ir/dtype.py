@@ -155,7 +155,8 @@ def numpy_to_torch(array: np.ndarray) -> torch.Tensor:
     dt = DType.from_numpy(array.dtype)
     if dt == DType.STRING:
         raise TypeError("string tensors cannot be converted to torch tensors")
-    array = np.ascontiguousarray(array)
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)  # (never on 0-d arrays: it would make them 1-d)
     if array.dtype.type.__module__.startswith("ml_dtypes"):
         np_int, _ = _BITCAST_VIA[array.dtype.itemsize]
         return torch.from_numpy(array.view(np_int).copy()).view(dt.torch)

@@ -29,11 +29,11 @@ class Value:
 
     @property
     def dtype(self) -> Optional[DType]:
-        return None if self.type is None else self.type.dtype
+        return self.type.dtype if isinstance(self.type, TensorType) else None
 
     @property
     def shape(self) -> Shape:
-        return None if self.type is None else self.type.shape
+        return self.type.shape if isinstance(self.type, TensorType) else None
 
     @property
     def is_const(self) -> bool:

@@ -73,3 +73,26 @@ class TensorType:
 
     def __str__(self) -> str:
         return f"{self.dtype.short}{format_shape(self.shape)}"
+
+
+@dataclass(frozen=True)
+class SequenceType:
+    """An ONNX sequence: a list of tensors (at run time, a Python list)."""
+
+    elem: Optional[TensorType] = None
+
+    def __str__(self) -> str:
+        return f"seq({self.elem or '?'})"
+
+
+@dataclass(frozen=True)
+class OptionalType:
+    """An ONNX optional: a tensor or sequence that may be absent (None at run time)."""
+
+    elem: Optional[Union[TensorType, SequenceType]] = None
+
+    def __str__(self) -> str:
+        return f"optional({self.elem or '?'})"
+
+
+ValueType = Union[TensorType, SequenceType, OptionalType]

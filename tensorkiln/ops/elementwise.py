@@ -15,6 +15,18 @@ from .registry import InferContext, Op, register
 
 Fn = Callable[..., torch.Tensor]
 
+# torch has storage but almost no kernels for these; compute in int64 and convert back.
+# Wrap-around arithmetic stays exact (two's complement); uint64 values >= 2**63 compare wrongly.
+_WIDEN = {torch.uint16: torch.int64, torch.uint32: torch.int64, torch.uint64: torch.int64}
+
+
+def _widened(fn: Fn, *xs: torch.Tensor, **kw) -> torch.Tensor:
+    wide = _WIDEN.get(xs[0].dtype)
+    if wide is None:
+        return fn(*xs, **kw)
+    out = fn(*(x.to(wide) for x in xs), **kw)
+    return out if out.dtype == torch.bool else out.to(xs[0].dtype)
+
 
 class Unary(Op):
     def __init__(self, name: str, fn: Fn, attrs: Optional[dict[str, Any]] = None, out_dtype: Optional[DType] = None,
@@ -36,7 +48,7 @@ class Unary(Op):
         x = inputs[0]
         if self.float_compute and not x.is_floating_point():
             return self.fn(x.double(), **attrs).to(x.dtype)
-        return self.fn(x, **attrs)
+        return _widened(self.fn, x, **attrs)
 
 
 class Binary(Op):
@@ -53,7 +65,7 @@ class Binary(Op):
         return [TensorType(self.out_dtype or a.dtype, broadcast_shapes(a.shape, b.shape))]
 
     def reference(self, ctx, inputs, attrs):
-        return self.fn(inputs[0], inputs[1], **attrs)
+        return _widened(self.fn, inputs[0], inputs[1], **attrs)
 
 
 class Variadic(Op):
@@ -70,7 +82,11 @@ class Variadic(Op):
         return [TensorType(types[0].dtype, broadcast_shapes(*(t.shape for t in types)))]
 
     def reference(self, ctx, inputs, attrs):
-        return self.fn([x for x in inputs if x is not None])
+        xs = [x for x in inputs if x is not None]
+        wide = _WIDEN.get(xs[0].dtype)
+        if wide is None:
+            return self.fn(xs)
+        return self.fn([x.to(wide) for x in xs]).to(xs[0].dtype)
 
 
 def _keep_dtype(fn: Fn) -> Fn:

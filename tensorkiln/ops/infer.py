@@ -24,10 +24,14 @@ def merge_types(inferred: Optional[TensorType], declared: Optional[TensorType]) 
         return declared
     if declared is None:
         return inferred
+    if not isinstance(inferred, TensorType) or not isinstance(declared, TensorType):
+        return declared if type(declared) is type(inferred) else inferred
     if declared.shape is None:
         shape = inferred.shape
-    elif inferred.shape is None or len(inferred.shape) != len(declared.shape):
+    elif inferred.shape is None:
         shape = declared.shape
+    elif len(inferred.shape) != len(declared.shape):
+        shape = inferred.shape  # exporters' value_info is sometimes stale; the op's own rule wins
     else:
         shape = tuple(_merge_dim(a, b) for a, b in zip(inferred.shape, declared.shape))
     return TensorType(inferred.dtype, shape)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Mapping, Optional
 
-from ..ir import Graph
+from ..ir import Graph, TensorType
 from .liveness import Liveness
 
 
 def _nbytes(value_type, dims: Mapping[str, int]) -> Optional[int]:
-    if value_type is None or value_type.shape is None:
+    if not isinstance(value_type, TensorType) or value_type.shape is None:
         return None
     n = 1
     for d in value_type.shape:

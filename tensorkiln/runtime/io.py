@@ -9,7 +9,7 @@ import torch
 
 from ..engine import IOTensor, ProfileRange
 from ..errors import ShapeError
-from ..ir import DType, format_shape, numpy_to_torch
+from ..ir import DType, OptionalType, SequenceType, format_shape, numpy_to_torch, torch_to_numpy
 
 
 def to_tensor(name: str, value: Any, device: torch.device) -> tuple[Any, bool]:
@@ -35,6 +35,30 @@ def to_tensor(name: str, value: Any, device: torch.device) -> tuple[Any, bool]:
     raise ShapeError(f"input '{name}' must be a numpy array or torch tensor, not {type(value).__name__}")
 
 
+def to_runtime_value(spec: IOTensor, value: Any, device: torch.device) -> tuple[Any, bool]:
+    """Like `to_tensor`, for any input kind: sequences are lists, an empty optional is None."""
+    t = spec.type
+    if isinstance(t, OptionalType):
+        if value is None:
+            return None, True
+        return to_runtime_value(IOTensor(spec.name, t.elem), value, device)
+    if isinstance(t, SequenceType):
+        if not isinstance(value, (list, tuple)):
+            raise ShapeError(f"input '{spec.name}' is a sequence: pass a list of arrays, not {type(value).__name__}")
+        items = [to_tensor(f"{spec.name}[{i}]", v, device) for i, v in enumerate(value)]
+        return [x for x, _ in items], all(was_numpy for _, was_numpy in items)
+    return to_tensor(spec.name, value, device)
+
+
+def to_user_value(value: Any, as_numpy: bool) -> Any:
+    """An output as the user gets it: numpy when the inputs were numpy; lists stay lists."""
+    if isinstance(value, torch.Tensor):
+        return torch_to_numpy(value) if as_numpy else value
+    if isinstance(value, (list, tuple)):
+        return [to_user_value(v, as_numpy) for v in value]
+    return value
+
+
 def _in_range(shape: tuple[int, ...], r: ProfileRange) -> bool:
     return len(shape) == len(r.min) and all(lo <= d <= hi for d, lo, hi in zip(shape, r.min, r.max))
 
@@ -43,6 +67,8 @@ def check_inputs(specs: list[IOTensor], tensors: Mapping[str, Any]) -> None:
     """Raise ShapeError naming the input whose dtype or shape does not fit the engine."""
     symbols: dict[str, tuple[int, str]] = {}
     for spec in specs:
+        if not spec.is_tensor:
+            continue
         t = tensors[spec.name]
         dt = DType.from_torch(t.dtype) if isinstance(t, torch.Tensor) else DType.from_numpy(t.dtype)
         if dt != spec.dtype:

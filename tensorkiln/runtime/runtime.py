@@ -10,11 +10,11 @@ import torch
 
 from ..engine import DeviceInfo, EnginePlan, IOTensor, deserialize_plan, load_plan
 from ..errors import EngineFormatError, ExecutionError, ShapeError
-from ..ir import Node, torch_to_numpy
+from ..ir import Node, OptionalType
 from ..tactics import find_tactic
 from ..tactics.device import describe_device, parse_device
 from .executor import GraphExecutor, TacticFn
-from .io import check_inputs, missing_or_extra, to_tensor
+from .io import check_inputs, missing_or_extra, to_runtime_value, to_user_value
 
 PlanSource = Union[str, os.PathLike, bytes, bytearray, EnginePlan]
 
@@ -100,7 +100,7 @@ class Engine:
 
 
 class ExecutionContext:
-    """Runs an engine. Numpy inputs give numpy outputs; torch tensors give torch tensors."""
+    """Runs an engine. Numpy inputs give numpy outputs; torch tensors (any of them) give torch tensors."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -112,23 +112,22 @@ class ExecutionContext:
         if problem:
             raise ShapeError(problem)
         device = self.engine.device
-        tensors: dict[str, torch.Tensor] = {}
-        any_numpy = False
+        values: dict[str, Any] = {}
+        any_torch = False
         for spec in self._specs:
-            t, was_numpy = to_tensor(spec.name, inputs[spec.name], device)
-            tensors[spec.name] = t
-            any_numpy |= was_numpy
-        key = tuple((tuple(t.shape), str(t.dtype)) for t in tensors.values())
+            values[spec.name], was_numpy = to_runtime_value(spec, inputs[spec.name], device)
+            any_torch |= not was_numpy
+        key = tuple((tuple(values[s.name].shape), str(values[s.name].dtype)) for s in self._specs if s.is_tensor)
         if key not in self._checked:
-            check_inputs(self._specs, tensors)
+            check_inputs(self._specs, values)
             self._checked.add(key)
-        outs = self.engine.executor.run([tensors[s.name] for s in self._specs])
+        outs = self.engine.executor.run([values[s.name] for s in self._specs])
+        as_numpy = not any_torch
         result = {}
         for spec, value in zip(self.engine.outputs, outs):
-            if value is None:
+            if value is None and not isinstance(spec.type, OptionalType):
                 raise ExecutionError(f"output '{spec.name}' was not produced")
-            as_numpy = any_numpy or not self._specs
-            result[spec.name] = torch_to_numpy(value) if as_numpy and isinstance(value, torch.Tensor) else value
+            result[spec.name] = to_user_value(value, as_numpy)
         return result
 
     __call__ = execute

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ...ir import DType, Graph, TensorType
+from ...ir import DType, Graph, OptionalType, SequenceType, TensorType, ValueType
 from ...ir.shape import Dim
 
 
@@ -19,7 +19,13 @@ def tensor_to_array(tensor: onnx.TensorProto) -> np.ndarray:
     return array
 
 
-def type_from_proto(tp: onnx.TypeProto) -> Optional[TensorType]:
+def type_from_proto(tp: onnx.TypeProto) -> Optional[ValueType]:
+    if tp.HasField("sequence_type"):
+        elem = type_from_proto(tp.sequence_type.elem_type)
+        return SequenceType(elem if isinstance(elem, TensorType) else None)
+    if tp.HasField("optional_type"):
+        elem = type_from_proto(tp.optional_type.elem_type)
+        return OptionalType(elem if isinstance(elem, (TensorType, SequenceType)) else None)
     if not tp.HasField("tensor_type"):
         return None
     tt = tp.tensor_type

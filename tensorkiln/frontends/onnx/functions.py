@@ -65,6 +65,21 @@ def instantiate(node: onnx.NodeProto, fn: onnx.FunctionProto, prefix: str) -> li
             else:
                 dst.attribute.append(a)
 
+    def rename_captures(graph: onnx.GraphProto) -> None:
+        # A subgraph attribute may read values the function defines; they were renamed.
+        local = {x.name for x in graph.input} | {t.name for t in graph.initializer}
+        local |= {o for n in graph.node for o in n.output}
+        for n in graph.node:
+            for j, x in enumerate(n.input):
+                if x and x not in local and x in rename:
+                    n.input[j] = rename[x]
+            for a in n.attribute:
+                for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                    rename_captures(g)
+        for o in graph.output:
+            if o.name not in local and o.name in rename:
+                o.name = rename[o.name]
+
     out = []
     for i, body_node in enumerate(fn.node):
         n = onnx.NodeProto()
@@ -75,6 +90,9 @@ def instantiate(node: onnx.NodeProto, fn: onnx.FunctionProto, prefix: str) -> li
         n.output.extend(name_of(x) for x in body_node.output)
         n.name = f"{prefix}/{body_node.name or body_node.op_type + '_' + str(i)}"
         bind_attrs(body_node, n)
+        for a in n.attribute:
+            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                rename_captures(g)
         out.append(n)
     return out
 

@@ -9,6 +9,7 @@ from typing import Optional
 
 import numpy as np
 import onnx
+import onnx.inliner
 
 from ...errors import GraphError, ModelLoadError, UnsupportedOpError
 from ...ir import Graph, Node, TensorType, Value, verify
@@ -84,6 +85,15 @@ class _Importer:
             else:
                 raise GraphError(f"node '{name}' ({np_.op_type}): input '{x}' is not defined before use")
 
+        if np_.op_type == "Constant" and not domain and len(np_.output) == 1:
+            # A numeric Constant is a weight: it becomes an initializer right away.
+            value = _constant_value({a.name: attribute_value(a, lambda gp: None) for a in np_.attribute})
+            if value is not None:
+                v = Value(np_.output[0], const=value)
+                g.initializers.append(v)
+                scope[v.name] = v
+                return
+
         op = get_op(np_.op_type, domain)
         if op is None:
             if depth < _MAX_FUNCTION_DEPTH and self._expand_function(np_, name, g, scope, opset, inputs, depth):
@@ -104,13 +114,6 @@ class _Importer:
             self._declare_outputs(np_, scope)
             return
 
-        if np_.op_type == "Constant" and not domain:
-            value = _constant_value(attrs)
-            if value is not None and len(np_.output) == 1:
-                v = Value(np_.output[0], const=value)
-                g.initializers.append(v)
-                scope[v.name] = v
-                return
 
         # Omitted optional outputs ("") still get a distinct name so the graph stays SSA.
         outputs = [Value(o, self.hints.get(o)) if o else Value(self._unique_name(f"{name}:unused{i}"))
@@ -128,7 +131,7 @@ class _Importer:
 
     def _expand_function(self, np_: onnx.NodeProto, name: str, g: Graph, scope: dict[str, Value], opset: int,
                          inputs: list[Optional[Value]], depth: int) -> bool:
-        types = [None if v is None or v.type is None else _type_proto(v.type) for v in inputs]
+        types = [_type_proto(v.type) if v is not None and isinstance(v.type, TensorType) else None for v in inputs]
         try:
             fn = function_body(np_, opset, [t for t in types])
         except Exception:  # noqa: BLE001 - schema lookups raise assorted errors for odd nodes

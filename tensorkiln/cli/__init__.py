@@ -1,0 +1,1 @@
+"""The `kiln` command line: one module per command, dispatched from `main.py`."""

@@ -1,0 +1,124 @@
+"""`kiln build MODEL.onnx -o PLAN`: build an engine and save it (atomically)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Optional, TextIO
+
+from ..builder import Builder, BuilderConfig
+from ..engine import EnginePlan
+from ..frontends.onnx import parse_onnx
+from ..ir import Graph
+from .device import resolve_device
+from .report import Log
+from .shapes import ShapeFlags, build_profile, format_dims, parse_shape_spec
+from .usage import KilnArgumentParser
+
+DESCRIPTION = """\
+Build an engine plan from an ONNX model and save it.
+
+Shapes use trtexec's spec: name:1x3x224x224,other:1x16 (quote names holding ':' or ','
+with single quotes; an unquoted name splits on the last ':'). --shapes gives a fixed
+profile (min = opt = max); --min-shapes/--opt-shapes/--max-shapes give a range and must
+name the same inputs. Dynamic inputs given no shape stay dynamic: the engine accepts any
+size for them at run time.
+
+The file is written atomically: a failed build leaves an existing file untouched.
+"""
+
+
+def make_parser() -> KilnArgumentParser:
+    p = KilnArgumentParser(prog="kiln build", description=DESCRIPTION)
+    p.add_argument("model", metavar="MODEL.onnx", help="the ONNX model to build")
+    p.add_argument("-o", "--output", required=True, metavar="PLAN", help="where to write the engine plan")
+    p.add_argument("--fp16", action="store_true", help="allow float16 layers")
+    p.add_argument("--bf16", action="store_true", help="allow bfloat16 layers")
+    p.add_argument("--no-tf32", dest="no_tf32", action="store_true", help="disallow TF32 (CUDA) math")
+    p.add_argument("--shapes", action="append", metavar="SPEC", help="fixed input shapes, e.g. x:1x3x224x224")
+    p.add_argument("--min-shapes", dest="min_shapes", action="append", metavar="SPEC", help="profile minimum shapes")
+    p.add_argument("--opt-shapes", dest="opt_shapes", action="append", metavar="SPEC",
+                   help="profile optimum shapes (tactics are tuned here)")
+    p.add_argument("--max-shapes", dest="max_shapes", action="append", metavar="SPEC", help="profile maximum shapes")
+    p.add_argument("--device", metavar="cpu|cuda[:N]", help="device to build for (default: cpu)")
+    p.add_argument("--debug", action="store_true",
+                   help="verify the graph after every pass; show tracebacks on errors")
+    return p
+
+
+def shape_flags_from(args: argparse.Namespace, names: tuple[str, str, str, str]) -> ShapeFlags:
+    return ShapeFlags(shapes=parse_shape_spec(args.shapes, names[0]), min=parse_shape_spec(args.min_shapes, names[1]),
+                      opt=parse_shape_spec(args.opt_shapes, names[2]), max=parse_shape_spec(args.max_shapes, names[3]),
+                      names=names)
+
+
+def build_engine(graph: Graph, config: BuilderConfig, log: Log) -> EnginePlan:
+    log.info(f"Building an engine for {config.device} ({precision_text(config)}) ...")
+    started = time.perf_counter()
+    plan = Builder(config).build(graph)
+    print_build_summary(log, plan, time.perf_counter() - started)
+    return plan
+
+
+def precision_text(config: BuilderConfig) -> str:
+    allowed = ["fp32"] + (["tf32"] if config.tf32 and config.device.startswith("cuda") else []) + \
+        (["fp16"] if config.fp16 else []) + (["bf16"] if config.bf16 else [])
+    return "precisions " + "+".join(allowed)
+
+
+def print_build_summary(log: Log, plan: EnginePlan, seconds: float) -> None:
+    layers = plan.layers
+    ops = Counter(layer["op"] for layer in layers)
+    log.info("=== Build summary ===")
+    log.info(f"Engine built in {seconds:.6g} sec.")
+    log.info(f"Layers: {len(layers)} ({', '.join(f'{op}: {n}' for op, n in ops.most_common())})")
+    for report in plan.build_info.get("passes", []):
+        log.verbose(f"Pass {report['name']}: {report['layers_before']} -> {report['layers_after']} layers")
+    memory = plan.memory
+    if memory:
+        peak = memory.get("peak_activation_bytes_at_opt")
+        log.info(f"Weights: {_bytes(memory.get('weights_bytes', 0))}; peak activation memory at opt shapes: "
+                 f"{_bytes(peak) if peak is not None else 'unknown (dynamic shapes without a profile)'}")
+    for p, profile in enumerate(plan.profiles):
+        for name, r in profile.items():
+            log.info(f"Profile {p}: input '{name}' min {format_dims(r.min)}, opt {format_dims(r.opt)}, "
+                     f"max {format_dims(r.max)}")
+    log.verbose("Engine Layer Information:")
+    for layer in layers:
+        log.verbose(f"Layer({layer['op']}): {layer['name']}, Tactic: {layer['tactic']}, "
+                    f"Precision: {layer['precision']}, {layer['inputs']} -> {layer['outputs']}")
+
+
+def _bytes(count: int) -> str:
+    if count < 1024:
+        return f"{count} bytes"
+    if count < 1024 ** 2:
+        return f"{count / 1024:.4g} KiB"
+    return f"{count / 1024 ** 2:.4g} MiB"
+
+
+def save_engine(plan: EnginePlan, path: Path, log: Log) -> None:
+    plan.save(str(path))
+    log.info(f"Engine saved to '{path}' ({_bytes(os.path.getsize(path))})")
+
+
+def run(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> int:
+    log = Log(out, verbose=args.debug)
+    device = resolve_device(args.device)
+    flags = shape_flags_from(args, ("--shapes", "--min-shapes", "--opt-shapes", "--max-shapes"))
+    flags.check_ranges()  # flag-level mistakes before the (slower) model import
+    graph = parse_onnx(args.model)
+    warnings: list[str] = []
+    profile = build_profile(graph.inputs, flags, warnings, default_missing=False)
+    for name in (v.name for v in graph.inputs if profile is None or v.name not in profile.shapes):
+        spec = next(v for v in graph.inputs if v.name == name)
+        if spec.shape is None or any(not isinstance(d, int) for d in spec.shape):
+            log.info(f"Input '{name}' stays dynamic (no shape given): any size is accepted at run time")
+    config = BuilderConfig(device=device, tf32=not args.no_tf32, fp16=args.fp16, bf16=args.bf16,
+                           profiles=(profile,) if profile else (), debug=args.debug)
+    plan = build_engine(graph, config, log)
+    save_engine(plan, Path(args.output), log)
+    return 0

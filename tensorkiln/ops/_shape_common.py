@@ -1,0 +1,172 @@
+"""Helpers shared by the tensor/shape manipulation ops: symbolic dim arithmetic, axes,
+attribute-or-input lookups and index normalisation.
+
+Dims follow the IR: ``int`` (known), ``str`` (a named symbol) or ``None`` (unknown).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+
+from ..ir.shape import Dim
+from .registry import InferContext, as_tuple, normalize_axis
+
+# ONNX uses INT64_MAX/INT64_MIN for "to the end" in Slice; anything past this is "unbounded".
+_UNBOUNDED = 2 ** 62
+
+
+def dims_product(dims: Sequence[Dim]) -> Dim:
+    """The product of dims: an int when all are known (or one is 0), a symbol when it is a
+    lone symbol times ones, else unknown."""
+    total = 1
+    symbols: list[str] = []
+    unknown = False
+    for d in dims:
+        if isinstance(d, int):
+            total *= d
+        elif isinstance(d, str):
+            symbols.append(d)
+        else:
+            unknown = True
+    if total == 0:
+        return 0
+    if unknown:
+        return None
+    if not symbols:
+        return total
+    if len(symbols) == 1 and total == 1:
+        return symbols[0]
+    return None
+
+
+def normalize_axes(axes: Sequence[int], rank: int) -> list[int]:
+    out = [normalize_axis(int(a), rank) for a in axes]
+    if len(set(out)) != len(out):
+        raise ValueError(f"axes {list(axes)} repeat an axis")
+    return out
+
+
+def axes_from(ctx: InferContext, input_index: int, attr: str = "axes") -> tuple[bool, Optional[list[int]]]:
+    """Axes given by an attribute (old opsets) or a constant input (new ones).
+
+    Returns (known, axes): known is False when the axes come from a non-constant input;
+    axes is None when they were not given at all.
+    """
+    if ctx.attrs.get(attr) is not None:
+        return True, list(ctx.attrs[attr])
+    if ctx.has_input(input_index):
+        values = ctx.const_ints(input_index)
+        return (values is not None), values
+    return True, None
+
+
+def ints_from(inputs: Sequence[Optional[torch.Tensor]], index: int, attrs: dict[str, Any], attr: str
+              ) -> Optional[list[int]]:
+    """At run time: an int list from an attribute if set, else from an optional input."""
+    if attrs.get(attr) is not None:
+        return [int(v) for v in attrs[attr]]
+    if index < len(inputs) and inputs[index] is not None:
+        return as_tuple(inputs[index])
+    return None
+
+
+def scalar_int(x: torch.Tensor) -> int:
+    return int(x.reshape(-1)[0].item())
+
+
+def wrap_indices(indices: torch.Tensor, size: int) -> torch.Tensor:
+    """Negative indices count from the end (ONNX Gather/Scatter families); int64 for torch indexing."""
+    indices = indices.to(torch.int64)
+    return torch.where(indices < 0, indices + size, indices)
+
+
+def slice_bounds(start: int, end: int, step: int, dim: int) -> tuple[int, int]:
+    """ONNX Slice clamping: negative values count from the end, then clamp to the dim,
+    with the ranges a negative step needs."""
+    if step == 0:
+        raise ValueError("slice step cannot be 0")
+    if start < 0:
+        start += dim
+    if end < 0:
+        end += dim
+    if step > 0:
+        start = min(max(start, 0), dim)
+        end = min(max(end, 0), dim)
+    else:
+        start = min(max(start, 0), dim - 1)
+        end = min(max(end, -1), dim - 1)
+    return start, end
+
+
+def slice_length(start: int, end: int, step: int) -> int:
+    if step > 0:
+        return max(0, (end - start + step - 1) // step)
+    return max(0, (start - end - step - 1) // (-step))
+
+
+def slice_dim(dim: Dim, start: int, end: int, step: int) -> Dim:
+    """Output size of one sliced dim; symbolic dims survive a full forward slice."""
+    if isinstance(dim, int):
+        s, e = slice_bounds(start, end, step, dim)
+        return slice_length(s, e, step)
+    if step == 1 and start == 0 and end >= _UNBOUNDED:
+        return dim
+    return None
+
+
+def concat_dim(dims: Sequence[Dim]) -> Dim:
+    """The size of dims laid end to end: a sum when all are known; a symbol survives
+    being joined with zero-sized pieces."""
+    if all(isinstance(d, int) for d in dims):
+        return sum(dims)  # type: ignore[arg-type]
+    nonzero = [d for d in dims if d != 0]
+    if len(nonzero) == 1 and isinstance(nonzero[0], str):
+        return nonzero[0]
+    return None
+
+
+# Same-width signed integers for dtypes torch only moves, not computes with: reinterpreting
+# bits is exact for copies, gathers and scatters, and for wrapping add/mul.
+_SIGNED_VIEW = {torch.uint16: torch.int16, torch.uint32: torch.int32, torch.uint64: torch.int64,
+                torch.float8_e4m3fn: torch.int8, torch.float8_e4m3fnuz: torch.int8, torch.float8_e5m2: torch.int8,
+                torch.float8_e5m2fnuz: torch.int8}
+if hasattr(torch, "float8_e8m0fnu"):
+    _SIGNED_VIEW[torch.float8_e8m0fnu] = torch.int8
+_FLOAT8 = {dt for dt, v in _SIGNED_VIEW.items() if v == torch.int8}
+
+
+def movable(x: torch.Tensor) -> torch.Tensor:
+    """`x` reinterpreted so torch's gather/scatter kernels accept it (undo with `.view(dtype)`)."""
+    view = _SIGNED_VIEW.get(x.dtype)
+    return x if view is None else x.view(view)
+
+
+def to_compute(x: torch.Tensor, reduction: str) -> torch.Tensor:
+    """`x` in a dtype where torch can apply `reduction` ("add", "mul", "max", "min") with
+    results that convert back exactly by `from_compute`."""
+    if x.dtype in _FLOAT8:
+        return x.to(torch.float32)
+    if x.dtype in (torch.uint16, torch.uint32):
+        return x.to(torch.int64) if reduction in ("max", "min") else movable(x)
+    if x.dtype == torch.uint64:
+        if reduction in ("max", "min"):
+            # Flipping the sign bit maps unsigned order onto signed order.
+            return x.view(torch.int64) ^ torch.tensor(-2 ** 63, dtype=torch.int64, device=x.device)
+        return x.view(torch.int64)
+    if x.dtype == torch.bool:
+        return x.to(torch.uint8)
+    return x
+
+
+def from_compute(y: torch.Tensor, dtype: torch.dtype, reduction: str) -> torch.Tensor:
+    if y.dtype == dtype:
+        return y
+    if dtype == torch.bool:
+        return y != 0
+    if dtype == torch.uint64 and reduction in ("max", "min"):
+        return (y ^ torch.tensor(-2 ** 63, dtype=torch.int64, device=y.device)).view(dtype)
+    if dtype in _FLOAT8 or (dtype in (torch.uint16, torch.uint32) and y.dtype == torch.int64):
+        return y.to(dtype)
+    return y.view(dtype)

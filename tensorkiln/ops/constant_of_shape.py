@@ -1,0 +1,51 @@
+"""ConstantOfShape: a tensor of the given shape filled with the one-element `value`
+(default float32 zero)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from ..ir import DType, TensorType, numpy_to_torch
+from .registry import InferContext, Op, as_tuple, register
+
+
+def _fill(attrs: dict) -> np.ndarray:
+    value = attrs.get("value")
+    if value is None:
+        return np.zeros((1,), dtype=np.float32)
+    value = np.asarray(value)
+    if value.size != 1:
+        raise ValueError(f"ConstantOfShape value must have one element, not {value.size}")
+    return value.reshape(1)
+
+
+@register
+class ConstantOfShape(Op):
+    name = "ConstantOfShape"
+    attrs = {"value": None}
+
+    def check(self, node):
+        try:
+            fill = _fill(node.attrs)
+        except ValueError as exc:
+            return str(exc)
+        if fill.dtype == object or not DType.from_numpy(fill.dtype).has_torch:
+            return f"fill value of dtype {fill.dtype} is not supported"
+        return None
+
+    def infer(self, ctx: InferContext) -> list[Optional[TensorType]]:
+        dtype = DType.from_numpy(_fill(ctx.attrs).dtype)
+        dims = ctx.const_ints(0)
+        if dims is not None:
+            return [TensorType(dtype, tuple(dims))]
+        s = ctx.shape(0)
+        if s is not None and len(s) == 1 and isinstance(s[0], int):
+            return [TensorType(dtype, (None,) * s[0])]
+        return [TensorType(dtype, None)]
+
+    def reference(self, ctx, inputs, attrs):
+        fill = numpy_to_torch(_fill(attrs)).to(ctx.device)
+        shape = as_tuple(inputs[0]) if inputs[0].numel() else []
+        return fill.reshape(()).expand(shape).contiguous()

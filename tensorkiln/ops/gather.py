@@ -1,0 +1,31 @@
+"""Gather: pick slices along `axis` by (possibly negative) indices."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from ..ir import TensorType
+from ._shape_common import wrap_indices
+from .registry import InferContext, Op, normalize_axis, register
+
+
+@register
+class Gather(Op):
+    name = "Gather"
+    attrs = {"axis": 0}
+
+    def infer(self, ctx: InferContext) -> list[Optional[TensorType]]:
+        data, idx = ctx.type(0), ctx.type(1)
+        if data is None:
+            return [None]
+        if data.shape is None or idx is None or idx.shape is None:
+            return [TensorType(data.dtype, None)]
+        axis = normalize_axis(ctx.attrs["axis"], len(data.shape))
+        return [TensorType(data.dtype, data.shape[:axis] + tuple(idx.shape) + data.shape[axis + 1:])]
+
+    def reference(self, ctx, inputs, attrs):
+        data, idx = inputs[0], inputs[1]
+        axis = normalize_axis(attrs["axis"], data.dim())
+        flat = wrap_indices(idx.reshape(-1), int(data.shape[axis]))
+        out = data.index_select(axis, flat)
+        return out.reshape(tuple(data.shape[:axis]) + tuple(idx.shape) + tuple(data.shape[axis + 1:]))

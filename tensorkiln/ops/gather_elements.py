@@ -1,0 +1,28 @@
+"""GatherElements: out[i][j] = data[idx[i][j]][j] along `axis` (torch.gather with ONNX's negative indices)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..ir import TensorType
+from ._shape_common import movable, wrap_indices
+from .registry import InferContext, Op, normalize_axis, register
+
+
+@register
+class GatherElements(Op):
+    name = "GatherElements"
+    attrs = {"axis": 0}
+
+    def infer(self, ctx: InferContext) -> list[Optional[TensorType]]:
+        data, idx = ctx.type(0), ctx.type(1)
+        if data is None:
+            return [None]
+        return [TensorType(data.dtype, None if idx is None else idx.shape)]
+
+    def reference(self, ctx, inputs, attrs):
+        data, idx = inputs[0], inputs[1]
+        axis = normalize_axis(attrs["axis"], data.dim())
+        return torch.gather(movable(data), axis, wrap_indices(idx, int(data.shape[axis]))).view(data.dtype)

@@ -1,0 +1,41 @@
+"""LpNormalization: x divided by its L1 or L2 norm along `axis`; a zero norm gives 0
+(not NaN), as the ONNX reference does. Half-precision inputs are computed in float32."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..ir import DType, TensorType
+from .registry import InferContext, Op, normalize_axis, register
+
+_FLOATS = (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16, DType.FLOAT64)
+
+
+@register
+class LpNormalization(Op):
+    name = "LpNormalization"
+    attrs = {"axis": -1, "p": 2}
+
+    def check(self, node) -> Optional[str]:
+        if node.attrs.get("p") not in (1, 2):
+            return f"LpNormalization p={node.attrs.get('p')} is not supported (1 or 2)"
+        dt = node.inputs[0].dtype
+        if dt is not None and dt not in _FLOATS:
+            return f"LpNormalization of {dt.short} tensors is not supported"
+        return None
+
+    def infer(self, ctx: InferContext) -> list[Optional[TensorType]]:
+        return [ctx.type(0)]
+
+    def reference(self, ctx, inputs, attrs):
+        x = inputs[0]
+        xc = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        axis = normalize_axis(int(attrs["axis"]), x.dim())
+        if int(attrs["p"]) == 1:
+            norm = xc.abs().sum(dim=axis, keepdim=True)
+        else:
+            norm = torch.sqrt((xc * xc).sum(dim=axis, keepdim=True))
+        y = torch.where(norm == 0, torch.zeros_like(xc), xc / norm)
+        return y.to(x.dtype)

@@ -1,0 +1,58 @@
+"""QLinearMatMul: quantized matrix product, requantized to y's scale and zero point.
+
+    y = saturate(round_half_even((a - a_zp) @ (b - b_zp) * (a_scale * b_scale / y_scale)) + y_zp)
+
+a's scale/zero point are per tensor or per row, b's per tensor or per column. The scale
+ratio is formed in the scales' dtype (float32, or float16/bfloat16 from opset 21) and the
+requantization in float64, as the ONNX reference does, so rounding ties agree.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..ir import DType, TensorType
+from .matmul import integer_matmul, matmul_shape
+from .matmul_integer import subtract_column_zero_point, subtract_row_zero_point
+from .registry import InferContext, Op, register
+
+_QUANT_DTYPES = (DType.INT8, DType.UINT8)
+
+
+def _per_row(scale: torch.Tensor, rank: int) -> torch.Tensor:
+    if scale.dim() == 1 and scale.numel() > 1 and rank >= 2:
+        return scale.reshape(-1, 1)
+    return scale
+
+
+@register
+class QLinearMatMul(Op):
+    name = "QLinearMatMul"
+
+    def check(self, node) -> Optional[str]:
+        for i in (0, 3, 7):
+            v = node.inputs[i] if i < len(node.inputs) else None
+            if v is not None and v.dtype is not None and v.dtype not in _QUANT_DTYPES:
+                return f"QLinearMatMul input {i} of type {v.dtype.short} is not supported (int8/uint8 only)"
+        return None
+
+    def infer(self, ctx: InferContext) -> list[Optional[TensorType]]:
+        out_dtype = ctx.dtype(7) or ctx.dtype(0)
+        if out_dtype is None:
+            return [None]
+        return [TensorType(out_dtype, matmul_shape(ctx.shape(0), ctx.shape(3)))]
+
+    def reference(self, ctx, inputs, attrs):
+        a, a_scale, a_zp, b, b_scale, b_zp, y_scale = inputs[:7]
+        y_zp = inputs[7] if len(inputs) > 7 else None
+        acc = integer_matmul(subtract_row_zero_point(a, a_zp), subtract_column_zero_point(b, b_zp), torch.int32)
+        multiplier = _per_row(a_scale, a.dim()) * b_scale.to(a_scale.dtype) / y_scale.to(a_scale.dtype)
+        y = acc.double() * multiplier.double()
+        out_dtype = y_zp.dtype if y_zp is not None else a.dtype
+        y = torch.round(y)
+        if y_zp is not None:
+            y = y + y_zp.double()
+        info = torch.iinfo(out_dtype)
+        return y.clamp(info.min, info.max).to(out_dtype)
