@@ -198,7 +198,7 @@ def run(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> 
         log.info(f"Loaded engine '{args.loadEngine}' (built by tensorkiln {plan.library_version} for "
                  f"{plan.device.describe()}, {len(plan.layers)} layers)")
 
-    engine = Runtime(device).load(plan)
+    engine = Runtime(device).load(plan, source_name=args.loadEngine or "")
     context = engine.create_execution_context()
     if not file_arrays:
         file_arrays = read_input_files([p for p in file_pairs if not is_raw(p[1])], engine.inputs, {},

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> 
     console = make_console(out)
     plan = load_plan(args.plan)
     device = resolve_device(args.device, default=plan.device.backend)
-    engine = Runtime(device).load(plan)
+    engine = Runtime(device).load(plan, source_name=str(args.plan))
     pairs = parse_input_files(args.input, "--input", "=")
     arrays = read_input_files([p for p in pairs if not is_raw(p[1])], engine.inputs, {}, "--input")
     warnings: list[str] = []

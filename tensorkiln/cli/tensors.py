@@ -9,7 +9,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..engine.format import write_bytes_atomic
+from ..engine import write_bytes_atomic
 from ..errors import ConfigError, ShapeError
 from ..ir import DType
 from .shapes import ShapeMap, TensorSpec, format_dims, split_items, split_name_value

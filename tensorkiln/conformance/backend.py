@@ -6,9 +6,19 @@ from typing import Any, Sequence
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 from onnx.backend.base import Backend, BackendRep
 
 from ..api import CompiledModel, compile
+
+
+def as_array(value: Any) -> Any:
+    """The onnx test loader hands over dtypes numpy lacks (int4, float4, ...) as TensorProtos."""
+    if isinstance(value, onnx.TensorProto):
+        return numpy_helper.to_array(value)
+    if isinstance(value, list):
+        return [as_array(v) for v in value]
+    return value
 
 
 class TensorkilnRep(BackendRep):
@@ -17,11 +27,11 @@ class TensorkilnRep(BackendRep):
 
     def run(self, inputs: Any, **kwargs: Any) -> tuple[np.ndarray, ...]:
         if isinstance(inputs, dict):
-            feeds = inputs
+            feeds = {k: as_array(v) for k, v in inputs.items()}
         else:
-            if isinstance(inputs, np.ndarray):
+            if isinstance(inputs, (np.ndarray, onnx.TensorProto)):
                 inputs = [inputs]
-            feeds = dict(zip(self.model.input_names, inputs))
+            feeds = dict(zip(self.model.input_names, (as_array(v) for v in inputs)))
         outputs = self.model.predict(feeds)
         return tuple(outputs[name] for name in self.model.output_names)
 

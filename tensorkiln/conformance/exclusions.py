@@ -10,7 +10,27 @@ from __future__ import annotations
 import re
 from typing import Optional
 
+_STRINGS = "string tensors are not supported by the tensor runtime (no torch dtype)"
+_RANDOM = ("random op: the expected data is numpy's random stream, which torch's generator cannot reproduce "
+           "(shape, dtype and seeding are tested in tests/ops)")
+
 EXCLUSIONS: dict[str, str] = {
+    r"test_ai_onnx_ml_label_encoder_(string_int|string_int_no_default|tensor_mapping|tensor_value_only_mapping)":
+        _STRINGS,
+    r"test_equal_string(_broadcast)?": _STRINGS,
+    r"test_string_concat.*": _STRINGS,
+    r"test_string_split_.*": _STRINGS,
+    r"test_regex_full_match_.*": _STRINGS,
+    r"test_strnormalizer_.*": _STRINGS,
+    r"test_image_decoder_.*": "ImageDecoder decodes image files (JPEG/PNG/...): outside the tensor runtime's scope",
+    r"test_bernoulli(_double|_seed)?(_expanded)?": _RANDOM,
+    r"test_training_dropout(_default)?(_mask)?": _RANDOM,
+    r"test_dft_inverse(_opset19)?": ("the expected data carries 1.9e-7 of float32 FFT rounding noise where the exact "
+                                     "value is 0, above the test's atol of 1e-7; tensorkiln gives the exact 0"),
+    r"test_attention_4d_causal_fp16_expanded": ("the expanded graph's fp16 Softmax accumulates in fp32 in tensorkiln "
+                                                 "(a design rule for normalisations); the expected data used fp16 "
+                                                 "accumulation and differs by 1 ulp"),
+    r"test_tfidfvectorizer_.*": "TfIdfVectorizer is not implemented yet",
 }
 
 _COMPILED = [(re.compile(k), v) for k, v in EXCLUSIONS.items()]

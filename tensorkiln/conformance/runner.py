@@ -12,7 +12,7 @@ from onnx.backend.test.loader import load_model_tests
 from onnx.backend.test.runner import Runner
 
 from ..errors import TensorkilnError
-from .backend import TensorkilnBackend
+from .backend import TensorkilnBackend, as_array
 from .exclusions import exclusion_reason
 
 
@@ -39,6 +39,7 @@ def assert_same_outputs(expected: list, outputs: list, rtol: float, atol: float)
     if len(expected) != len(outputs):
         raise AssertionError(f"{len(outputs)} outputs, expected {len(expected)}")
     for want, got in zip(expected, outputs):
+        want = as_array(want)
         if want is None or got is None:
             if not (want is None and got is None):
                 raise AssertionError(f"optional output: got {type(got).__name__}, expected {type(want).__name__}")

@@ -54,8 +54,10 @@ class GraphEncoder:
             return {"$graph": self.graph(v)}
         if isinstance(v, bytes):
             return {"$bytes": base64.b64encode(v).decode()}
-        if isinstance(v, TensorType):
+        if isinstance(v, (TensorType, SequenceType, OptionalType)):
             return {"$type": type_to_json(v)}
+        if isinstance(v, DType):
+            return {"$dtype": v.short}
         if isinstance(v, (list, tuple)):
             return [self._attr(x) for x in v]
         if isinstance(v, (np.integer,)):
@@ -107,6 +109,8 @@ class GraphDecoder:
                 return base64.b64decode(v["$bytes"])
             if "$type" in v:
                 return type_from_json(v["$type"])
+            if "$dtype" in v:
+                return DType.parse(v["$dtype"])
         if isinstance(v, list):
             return [self._attr(x, scope) for x in v]
         return v

@@ -5,13 +5,11 @@ Pads follow ONNX's layout: ``[x1_begin, x2_begin, ..., x1_end, x2_end, ...]``.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..ir import DType, TensorType
 from ..ir.shape import Dim, Shape
 from .registry import InferContext
 
@@ -167,18 +165,6 @@ def window_count(in_sizes: Sequence[int], out_sizes: Sequence[int], kernel: Sequ
         total = inside if total is None else total * inside
     assert total is not None
     return total
-
-
-def same_type_shape(ctx: InferContext, shape: Shape, dtype: Optional[DType] = None) -> TensorType:
-    return TensorType(dtype or ctx.dtype(0), shape)
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def floor_int(x: float) -> int:
-    return int(math.floor(x))
 
 
 class PoolGeometry:

@@ -12,7 +12,7 @@ no key may attend gives zeros, never NaN.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import torch
 

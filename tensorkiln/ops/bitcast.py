@@ -16,11 +16,11 @@ class BitCast(Op):
 
     def normalize(self, attrs: dict[str, Any], opset: int) -> dict[str, Any]:
         out = super().normalize(attrs, opset)
-        out["to"] = DType(int(out["to"]))
+        out["to"] = DType(int(out["to"])).value  # validated here, kept as plain data
         return out
 
     def check(self, node: Node) -> Optional[str]:
-        to = node.attrs["to"]
+        to = DType(node.attrs["to"])
         if to == DType.STRING:
             return "BitCast to string is not defined"
         src = node.inputs[0].type
@@ -33,8 +33,8 @@ class BitCast(Op):
         return None
 
     def infer(self, ctx: InferContext) -> list[Optional[TensorType]]:
-        return [TensorType(ctx.attrs["to"], ctx.shape(0))]
+        return [TensorType(DType(ctx.attrs["to"]), ctx.shape(0))]
 
     def reference(self, ctx, inputs, attrs):
         # A list: the executor would iterate a bare numpy result (sub-byte dtypes) as outputs.
-        return [bitcast(inputs[0], attrs["to"], ctx.device)]
+        return [bitcast(inputs[0], DType(attrs["to"]), ctx.device)]

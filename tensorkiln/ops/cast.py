@@ -29,17 +29,20 @@ class Cast(Op):
     def normalize(self, attrs: dict[str, Any], opset: int) -> dict[str, Any]:
         out = super().normalize(attrs, opset)
         to = out["to"]
-        out["to"] = DType.parse(to) if isinstance(to, str) else DType(int(to))
+        # Opset 1 names the type ("FLOAT"); later opsets give its code. Kept as the code so
+        # attributes stay plain data (they are written into engine files).
+        out["to"] = (DType.parse(to.decode() if isinstance(to, bytes) else to) if isinstance(to, (str, bytes))
+                     else DType(int(to))).value
         mode = out["round_mode"]
         out["round_mode"] = mode.decode() if isinstance(mode, bytes) else str(mode)
         return out
 
     def check(self, node: Node) -> Optional[str]:
-        return check_cast_attrs(node, node.attrs["to"])
+        return check_cast_attrs(node, DType(node.attrs["to"]))
 
     def infer(self, ctx: InferContext) -> list[Optional[TensorType]]:
-        return [TensorType(ctx.attrs["to"], ctx.shape(0))]
+        return [TensorType(DType(ctx.attrs["to"]), ctx.shape(0))]
 
     def reference(self, ctx, inputs, attrs):
         # A list: the executor would iterate a bare numpy result (sub-byte dtypes) as outputs.
-        return [cast(inputs[0], attrs["to"], ctx.device, bool(attrs["saturate"]), attrs["round_mode"])]
+        return [cast(inputs[0], DType(attrs["to"]), ctx.device, bool(attrs["saturate"]), attrs["round_mode"])]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-import torch
-
 from ..ir import Node, TensorType
 from ._conv_common import auto_pad_str, check_auto_pad, compute_dtype, conv_transpose_fn, ints_or, pad_spatial
 from .registry import InferContext, Op, register

@@ -96,7 +96,7 @@ class GraphExecutor:
                                    if hasattr(a, "shape") else type(a).__name__ for a in args)
                 raise ExecutionError(f"layer '{node.name}' ({node.op_type}) failed on inputs [{shapes}]: "
                                      f"{type(exc).__name__}: {exc}") from exc
-            if isinstance(out, torch.Tensor):
+            if isinstance(out, (torch.Tensor, np.ndarray)):
                 slots[step.outs[0]] = out
             else:
                 for s, o in zip(step.outs, out):

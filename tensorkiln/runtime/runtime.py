@@ -26,7 +26,8 @@ class Runtime:
         self.device = parse_device(device)
         self.device_info = DeviceInfo(*describe_device(self.device))
 
-    def load(self, source: PlanSource) -> "Engine":
+    def load(self, source: PlanSource, *, source_name: str = "") -> "Engine":
+        """Load a plan (path, bytes or EnginePlan); `source_name` names it in errors when it is not a path."""
         if isinstance(source, EnginePlan):
             plan = source
         elif isinstance(source, (bytes, bytearray, memoryview)):
@@ -35,7 +36,7 @@ class Runtime:
             plan = load_plan(source)
         else:
             raise TypeError(f"cannot load an engine from {type(source).__name__}")
-        self._check_device(plan.device, str(source) if isinstance(source, (str, os.PathLike)) else "")
+        self._check_device(plan.device, str(source) if isinstance(source, (str, os.PathLike)) else source_name)
         return Engine(plan, self.device)
 
     def _check_device(self, built_for: DeviceInfo, source: str) -> None:
