@@ -11,21 +11,10 @@ from typing import Callable, Optional
 import torch
 
 from ..ir import DType, TensorType
+from ._ordered import ordered
 from .registry import InferContext, Op, normalize_axis, register
 
 _FLOATS = (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16, DType.FLOAT64)
-_UNSIGNED_WIDE = {torch.uint16: torch.int32, torch.uint32: torch.int64}
-
-
-def _comparable(x: torch.Tensor) -> torch.Tensor:
-    """x in a dtype torch's argmax/argmin accept, with the same order."""
-    if x.dtype == torch.bool:
-        return x.to(torch.uint8)
-    if x.dtype in _UNSIGNED_WIDE:
-        return x.to(_UNSIGNED_WIDE[x.dtype])
-    if x.dtype == torch.uint64:
-        return x.view(torch.int64) ^ -(2 ** 63)
-    return x
 
 
 class ArgExtremeOp(Op):
@@ -51,7 +40,7 @@ class ArgExtremeOp(Op):
         return [TensorType(DType.INT64, out)]
 
     def reference(self, ctx, inputs, attrs):
-        x = _comparable(inputs[0])
+        x = ordered(inputs[0])
         axis = normalize_axis(int(attrs["axis"]), max(x.dim(), 1))
         keepdim = bool(attrs["keepdims"])
         fn = type(self).torch_fn

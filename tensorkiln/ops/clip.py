@@ -12,24 +12,18 @@ from typing import Any, Optional
 import torch
 
 from ..ir import DType, TensorType
+from ._ordered import ordered, unordered
 from .registry import InferContext, Op, register, same_as_input
 
 _FLT_MAX = 3.4028234663852886e38
-_UNSIGNED_WIDE = {torch.uint16: torch.int32, torch.uint32: torch.int64}
 
 
 def clamp(x: torch.Tensor, low: Optional[torch.Tensor], high: Optional[torch.Tensor]) -> torch.Tensor:
     """max(x, low) then min(., high): the order that makes high win when low > high."""
-    if x.dtype in _UNSIGNED_WIDE:
-        wide = _UNSIGNED_WIDE[x.dtype]
-        return clamp(x.to(wide), None if low is None else low.to(wide), None if high is None else high.to(wide)
-                     ).to(x.dtype)
-    if x.dtype == torch.uint64:
-        flip = -(2 ** 63)  # xor of the top bit maps unsigned order onto signed order
-
-        def signed(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-            return None if t is None else t.view(torch.int64) ^ flip
-        return (clamp(signed(x), signed(low), signed(high)) ^ flip).view(torch.uint64)
+    if ordered(x) is not x:
+        def as_ordered(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+            return None if t is None else ordered(t.to(device=x.device, dtype=x.dtype))
+        return unordered(clamp(ordered(x), as_ordered(low), as_ordered(high)), x.dtype)
     if low is not None:
         x = torch.maximum(x, low.to(device=x.device, dtype=x.dtype))
     if high is not None:

@@ -19,13 +19,13 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from ..ir import DType, Dim, TensorType
+from ._ordered import ordered, unordered
 from .registry import InferContext, Op, as_tuple, normalize_axis, register
 
 ReduceFn = Callable[[torch.Tensor, list[int], bool], torch.Tensor]
 Elementwise = Callable[[torch.Tensor], torch.Tensor]
 
 _HALF = (torch.float16, torch.bfloat16)
-_UNSIGNED_WIDE = {torch.uint16: torch.int32, torch.uint32: torch.int64}
 
 
 def _sum(x: torch.Tensor, dims: list[int], keepdim: bool) -> torch.Tensor:
@@ -201,14 +201,7 @@ class Reduce(Op):
 def _order_preserving(x: torch.Tensor, fn: Elementwise) -> torch.Tensor:
     """Apply an order-based fn (max/min) to dtypes torch cannot compare, through a signed
     dtype with the same order."""
-    if x.dtype == torch.bool:
-        return fn(x.to(torch.uint8)).to(torch.bool)
-    if x.dtype in _UNSIGNED_WIDE:
-        return fn(x.to(_UNSIGNED_WIDE[x.dtype])).to(x.dtype)
-    if x.dtype == torch.uint64:
-        flip = -(2 ** 63)  # xor of the top bit maps unsigned order onto signed order
-        return (fn(x.view(torch.int64) ^ flip) ^ flip).view(torch.uint64)
-    return fn(x)
+    return unordered(fn(ordered(x)), x.dtype)
 
 
 _REDUCE = [
