@@ -14,7 +14,7 @@ from ..engine import DeviceInfo, EnginePlan, ProfileRange
 from ..errors import BuildError, ConfigError
 from ..ir import Graph, OptionalType, SequenceType, TensorType
 from ..ops import infer_graph_types
-from ..passes import run_pipeline
+from ..passes import default_pipeline, run_pipeline
 from ..planner import compute_liveness
 from ..planner.memory import peak_activation_bytes
 from ..tactics import select_tactic
@@ -38,7 +38,7 @@ class Builder:
             p.validate(graph)
         _check_inputs_typed(graph)
         infer_graph_types(graph)
-        graph, reports = run_pipeline(graph, debug=config.debug)
+        graph, reports = run_pipeline(graph, default_pipeline(config.optimization_level), debug=config.debug)
         _choose_tactics(graph, device.type)
         profiles = tuple({name: ProfileRange(*r) for name, r in p.shapes.items()} for p in config.profiles)
         opt_dims = _opt_dims(graph, profiles)
@@ -47,8 +47,7 @@ class Builder:
                   "weights_bytes": int(sum(v.const.nbytes for v in graph.initializers if v.const.dtype != object))}
         build_info = {
             "build_seconds": round(time.perf_counter() - started, 4),
-            "passes": [{"name": r.name, "layers_before": r.layers_before, "layers_after": r.layers_after}
-                       for r in reports],
+            "passes": [r.to_json() for r in reports],
         }
         return EnginePlan(graph=graph, device=DeviceInfo(*describe_device(device)), build_config=config.to_json(),
                           profiles=profiles, memory=memory, build_info=build_info)

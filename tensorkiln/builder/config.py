@@ -52,7 +52,10 @@ class BuilderConfig:
     fp16: bool = False
     bf16: bool = False
     profiles: tuple[OptimizationProfile, ...] = ()
-    # Verify the graph after every pass (and keep the per-pass report).
+    # Graph optimization: 0 runs only the required passes; >= 1 folds, eliminates and
+    # fuses (trtexec's --builderOptimizationLevel, 0..5, default 3).
+    optimization_level: int = 3
+    # Verify the graph after every pass.
     debug: bool = False
 
     def __post_init__(self) -> None:

@@ -30,7 +30,6 @@ EXCLUSIONS: dict[str, str] = {
     r"test_attention_4d_causal_fp16_expanded": ("the expanded graph's fp16 Softmax accumulates in fp32 in tensorkiln "
                                                  "(a design rule for normalisations); the expected data used fp16 "
                                                  "accumulation and differs by 1 ulp"),
-    r"test_tfidfvectorizer_.*": "TfIdfVectorizer is not implemented yet",
 }
 
 _COMPILED = [(re.compile(k), v) for k, v in EXCLUSIONS.items()]

@@ -97,6 +97,9 @@ class Op:
     attrs: ClassVar[dict[str, Any]] = {}
     # Oldest opset this definition handles; older models are refused with a reason.
     since_opset: ClassVar[int] = 1
+    # False for ops whose output is not a function of their inputs (random ops): constant
+    # folding must leave them alone.
+    deterministic: ClassVar[bool] = True
 
     def normalize(self, attrs: dict[str, Any], opset: int) -> dict[str, Any]:
         """Fill defaults; subclasses adjust for opset differences. Returns a new dict."""

@@ -1,11 +1,12 @@
-"""Remove nodes none of whose outputs reach a graph output."""
+"""Remove nodes none of whose outputs reach a graph output, and unused constants."""
 
 from __future__ import annotations
 
 from ..ir import Graph, free_names_of_subgraphs
+from .context import PassContext
 
 
-def eliminate_dead_nodes(graph: Graph) -> Graph:
+def eliminate_dead_nodes(graph: Graph, ctx: PassContext) -> Graph:
     needed = {v.name for v in graph.outputs}
     kept = []
     for node in reversed(graph.nodes):
@@ -13,13 +14,13 @@ def eliminate_dead_nodes(graph: Graph) -> Graph:
             kept.append(node)
             needed.update(v.name for v in node.inputs if v is not None)
             needed.update(free_names_of_subgraphs(node))
+        else:
+            ctx.rewrote("dead_node", node.name)
     kept.reverse()
     initializers = [v for v in graph.initializers if v.name in needed]
-    return _replace(graph, nodes=kept, initializers=initializers)
-
-
-def _replace(graph: Graph, **changes) -> Graph:
-    fields = dict(name=graph.name, inputs=graph.inputs, outputs=graph.outputs, nodes=graph.nodes,
-                  initializers=graph.initializers, opsets=graph.opsets, doc=graph.doc)
-    fields.update(changes)
-    return Graph(**fields)
+    for v in graph.initializers:
+        if v.name not in needed:
+            ctx.rewrote("unused_constant", v.name)
+    graph.nodes = kept
+    graph.initializers = initializers
+    return graph

@@ -1,40 +1,56 @@
 """The ordered list of passes, and running it with a per-pass report.
 
-In debug mode the graph is verified after every pass, so a broken rewrite is caught at
-the pass that made it.
+Each pass is a function `(graph, ctx) -> graph` named for what it does. The builder hands
+the pipeline a graph it owns (a copy of the user's), so passes may reuse and edit its
+nodes. In debug mode the graph is verified after every pass, so a broken rewrite is
+caught at the pass that made it, and each intermediate graph can be dumped as text.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Callable, Optional, Sequence
 
 from ..errors import GraphError
-from ..ir import Graph, verify
+from ..ir import Graph, format_graph, verify
+from ..ops import infer_graph_types
+from .context import PassContext, PassReport
 from .dead_code import eliminate_dead_nodes
 
-Pass = Callable[[Graph], Graph]
+Pass = Callable[[Graph, PassContext], Graph]
 
-DEFAULT_PIPELINE: tuple[Pass, ...] = (eliminate_dead_nodes,)
-
-
-@dataclass(frozen=True)
-class PassReport:
-    name: str
-    layers_before: int
-    layers_after: int
+# Passes every build runs, whatever the optimization level.
+REQUIRED_PIPELINE: tuple[Pass, ...] = (eliminate_dead_nodes,)
 
 
-def run_pipeline(graph: Graph, passes: Sequence[Pass] = DEFAULT_PIPELINE,
-                 debug: bool = False) -> tuple[Graph, list[PassReport]]:
+def default_pipeline(level: int = 3) -> tuple[Pass, ...]:
+    """The passes for a builder optimization level (0: only the required ones)."""
+    if level <= 0:
+        return REQUIRED_PIPELINE
+    return REQUIRED_PIPELINE
+
+
+DEFAULT_PIPELINE = default_pipeline()
+
+
+def run_pipeline(graph: Graph, passes: Sequence[Pass] = DEFAULT_PIPELINE, debug: bool = False,
+                 dump_dir: Optional[Path] = None) -> tuple[Graph, list[PassReport]]:
     reports = []
-    for p in passes:
+    if dump_dir is not None:
+        dump_dir.mkdir(parents=True, exist_ok=True)
+        (dump_dir / "00_input.txt").write_text(format_graph(graph))
+    for i, p in enumerate(passes, 1):
         before = len(graph.nodes)
-        graph = p(graph)
+        ctx = PassContext()
+        graph = p(graph, ctx)
+        infer_graph_types(graph)
         if debug:
             try:
                 verify(graph)
             except GraphError as exc:
                 raise GraphError(f"after pass '{p.__name__}': {exc}") from exc
-        reports.append(PassReport(p.__name__, before, len(graph.nodes)))
+        if dump_dir is not None:
+            (dump_dir / f"{i:02d}_{p.__name__}.txt").write_text(format_graph(graph))
+        reports.append(PassReport(p.__name__, before, len(graph.nodes), dict(ctx.rewrites), tuple(ctx.details),
+                                  tuple(ctx.declines)))
     return graph, reports

@@ -75,7 +75,10 @@ class GraphExecutor:
             ex = self._children[id(graph)] = GraphExecutor(graph, self.device, self.resolve)
         return ex
 
-    def run(self, feeds: Sequence[Any], outer: Optional[Callable[[str], Any]] = None) -> list[Any]:
+    def run(self, feeds: Sequence[Any], outer: Optional[Callable[[str], Any]] = None,
+            record: Optional[dict[str, Any]] = None) -> list[Any]:
+        """Run the graph. With `record`, every layer output of this graph (not of subgraphs)
+        is also stored there by tensor name, in layer order (for per-layer debugging)."""
         slots = list(self.template)
         for s, x in zip(self.input_slots, feeds):
             slots[s] = x
@@ -101,6 +104,9 @@ class GraphExecutor:
             else:
                 for s, o in zip(step.outs, out):
                     slots[s] = o
+            if record is not None:
+                for v, s in zip(step.node.outputs, step.outs):
+                    record[v.name] = slots[s]
             for s in step.release:
                 slots[s] = None
         return [slots[s] for s in self.output_slots]

@@ -109,6 +109,16 @@ class ExecutionContext:
         self._checked: set[tuple] = set()
 
     def execute(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        return self._execute(inputs, None)
+
+    def execute_debug(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Outputs, and every layer's output tensors by name in layer order (TensorRT's debug
+        tensors). A fused layer's output keeps the name of the last tensor it replaced."""
+        record: dict[str, Any] = {}
+        outputs = self._execute(inputs, record)
+        return outputs, record
+
+    def _execute(self, inputs: Mapping[str, Any], record: Optional[dict[str, Any]]) -> dict[str, Any]:
         problem = missing_or_extra(self._specs, inputs)
         if problem:
             raise ShapeError(problem)
@@ -122,8 +132,11 @@ class ExecutionContext:
         if key not in self._checked:
             check_inputs(self._specs, values)
             self._checked.add(key)
-        outs = self.engine.executor.run([values[s.name] for s in self._specs])
+        outs = self.engine.executor.run([values[s.name] for s in self._specs], record=record)
         as_numpy = not any_torch
+        if record is not None:
+            for name in list(record):
+                record[name] = to_user_value(record[name], as_numpy)
         result = {}
         for spec, value in zip(self.engine.outputs, outs):
             if value is None and not isinstance(spec.type, OptionalType):

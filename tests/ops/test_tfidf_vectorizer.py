@@ -1,7 +1,9 @@
 """TfIdfVectorizer against onnxruntime and the ONNX reference evaluator, plus refusals.
 
-The reference evaluator fails on IDF/TFIDF without weights (it takes len(None)), and
-onnxruntime refuses pools with a repeated n-gram, so each case uses the oracles that run it."""
+The reference evaluator fails on IDF/TFIDF without weights (it takes len(None)) and indexes
+weights by output column rather than by pool n-gram (the schema and onnxruntime), which only
+shows when ngram_indexes is not 0, 1, 2, ...; onnxruntime refuses pools with a repeated
+n-gram. Each case uses the oracles that run it and agree on it."""
 
 from __future__ import annotations
 
@@ -16,10 +18,12 @@ from tensorkiln.frontends.onnx import parse_onnx
 from tensorkiln.testing.check import check_model
 
 # 1-grams 2, 3, 5, 4; 2-grams (5,6) (7,8) (6,7); 3-grams (2,3,5) (5,6,7).
-# Columns are shuffled and (7,8) shares column 5 with (2,3,5).
 _POOL = [2, 3, 5, 4, 5, 6, 7, 8, 6, 7, 2, 3, 5, 5, 6, 7]
 _COUNTS = [0, 4, 10]
-_INDEXES = [3, 1, 2, 0, 4, 5, 6, 5, 7]
+_INDEXES = list(range(9))
+# Columns shuffled, and (7,8) shares column 5 with (2,3,5).
+_SHUFFLED = [3, 1, 2, 0, 4, 5, 6, 5, 7]
+_LAYOUTS = {"identity": (_INDEXES, 9), "shuffled": (_SHUFFLED, 8)}
 _WEIGHTS = [0.5, 1.25, 2.0, 0.75, 3.0, 1.5, 0.1, 4.0, 0.3]
 
 
@@ -49,26 +53,45 @@ def _tokens(rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> np.
     return rng.choice(np.array([-3, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 5, 6, 7]), size=shape).astype(dtype)
 
 
-@pytest.mark.parametrize("oracle", ["ort", "ref"])
+def _oracles(mode: str, weighted: bool, layout: str) -> list[str]:
+    ref_runs = mode == "TF" or (weighted and layout == "identity")
+    return ["ort", "ref"] if ref_runs else ["ort"]
+
+
+@pytest.mark.parametrize("layout", ["identity", "shuffled"])
 @pytest.mark.parametrize("dtype", ["int32", "int64"])
 @pytest.mark.parametrize("mode,weighted", [("TF", False), ("IDF", False), ("IDF", True),
                                            ("TFIDF", False), ("TFIDF", True)])
 @pytest.mark.parametrize("min_n,max_n,skips", [(1, 1, 0), (1, 3, 0), (2, 2, 3), (1, 3, 2), (2, 3, 5), (3, 3, 1)])
-def test_tfidf_batch(backend, rng, oracle, dtype, mode, weighted, min_n, max_n, skips):
-    if oracle == "ref" and mode != "TF" and not weighted:
-        pytest.skip("the ONNX reference evaluator fails on IDF/TFIDF without weights")
+def test_tfidf_batch(backend, rng, layout, dtype, mode, weighted, min_n, max_n, skips):
+    indexes, size = _LAYOUTS[layout]
     x = _tokens(rng, (3, 12), dtype)
-    text = _model(dtype, "[3,12]", "[3,8]", min_n, max_n, skips, mode, _WEIGHTS if weighted else None)
-    check_model(text, {"x": x}, device=backend, oracle=oracle)
+    text = _model(dtype, "[3,12]", f"[3,{size}]", min_n, max_n, skips, mode, _WEIGHTS if weighted else None,
+                  indexes=indexes)
+    for oracle in _oracles(mode, weighted, layout):
+        check_model(text, {"x": x}, device=backend, oracle=oracle)
 
 
+@pytest.mark.parametrize("layout", ["identity", "shuffled"])
 @pytest.mark.parametrize("dtype", ["int32", "int64"])
 @pytest.mark.parametrize("min_n,max_n,skips", [(1, 2, 0), (1, 3, 4), (2, 3, 1)])
-def test_tfidf_1d(backend, rng, dtype, min_n, max_n, skips):
+def test_tfidf_1d(backend, rng, layout, dtype, min_n, max_n, skips):
+    indexes, size = _LAYOUTS[layout]
     x = _tokens(rng, (15,), dtype)
-    text = _model(dtype, "[15]", "[8]", min_n, max_n, skips, "TFIDF", _WEIGHTS)
-    check_model(text, {"x": x}, device=backend, oracle="ort")
-    check_model(text, {"x": x}, device=backend, oracle="ref")
+    text = _model(dtype, "[15]", f"[{size}]", min_n, max_n, skips, "TFIDF", _WEIGHTS, indexes=indexes)
+    for oracle in _oracles("TFIDF", True, layout):
+        check_model(text, {"x": x}, device=backend, oracle=oracle)
+
+
+def test_tfidf_weights_follow_pool_ngrams_not_columns(backend):
+    # Column 5 holds (7,8) (weight 1.5) and (2,3,5) (weight 4.0): TFIDF adds both,
+    # IDF takes the later pool n-gram's weight; column 3 holds unigram 2 (weight 0.5).
+    indexes, size = _LAYOUTS["shuffled"]
+    x = np.array([7, 8, 7, 8, 2, 3, 5, 2, 3, 5, 2, 3, 5], dtype=np.int64)
+    for mode, col3, col5 in [("TFIDF", 3 * 0.5, 2 * 1.5 + 3 * 4.0), ("IDF", 0.5, 4.0)]:
+        text = _model("int64", "[13]", f"[{size}]", 1, 3, 0, mode, _WEIGHTS, indexes=indexes)
+        got = check_model(text, {"x": x}, device=backend, oracle="ort")["y"]
+        assert got[3] == np.float32(col3) and got[5] == np.float32(col5)
 
 
 def test_tfidf_repeated_pool_ngram_takes_the_later_column(backend, rng):
@@ -81,7 +104,7 @@ def test_tfidf_repeated_pool_ngram_takes_the_later_column(backend, rng):
 
 def test_tfidf_input_shorter_than_ngrams(backend):
     x = np.array([[5, 6], [2, 2]], dtype=np.int64)
-    text = _model("int64", "[2,2]", "[2,8]", 3, 3, 2, "TF")
+    text = _model("int64", "[2,2]", "[2,9]", 3, 3, 2, "TF")
     got = check_model(text, {"x": x}, device=backend, oracle="ref")
     assert not got["y"].any()
 
@@ -95,15 +118,23 @@ def test_tfidf_empty_length_level(backend):
 
 
 def test_tfidf_large_values_compare_item_by_item(backend, rng):
-    # A wide vocabulary and long n-grams overflow the packed window keys, so the
-    # item-by-item comparison path runs; values far outside int32 are kept exact.
-    big = [int(v) for v in rng.integers(-2**62, 2**62, size=40)]
-    pool = big[:10] + big[10:40]  # ten 1-grams, then six 5-grams
-    counts, indexes = [0, 10, 10, 10, 10], list(range(16))
-    seq = np.array(big[10:20] + big[:4] + big[25:35], dtype=np.int64).reshape(2, 12)
-    text = _model("int64", "[2,12]", "[2,16]", 1, 5, 1, "TF", pool=pool, counts=counts, indexes=indexes)
+    # 80 distinct values and 10-grams overflow the packed window keys (81**10 > 2**62), so
+    # the item-by-item comparison path runs; values far outside int32 are kept exact.
+    vocab = [int(v) for v in rng.choice(2**62, size=80, replace=False) - 2**61]
+    tens = [vocab[0:10], vocab[5:15], vocab[40:50]]
+    pool = vocab + [v for gram in tens for v in gram]
+    counts, indexes = [0] + [80] * 9, list(range(83))
+    seq = np.array([vocab[0:10] + vocab[5:15], vocab[40:50] + vocab[60:70]], dtype=np.int64)
+    text = _model("int64", "[2,20]", "[2,83]", 1, 10, 1, "TF", pool=pool, counts=counts, indexes=indexes)
     got = check_model(text, {"x": seq}, device=backend, oracle="ref")
-    assert got["y"][:, 10:].sum() > 0
+    assert got["y"][:, 80:].sum() == 3
+
+
+def test_tfidf_weights_length_is_checked():
+    text = _model("int64", "[4]", "[9]", 1, 1, 0, "TFIDF", _WEIGHTS[:5])
+    with pytest.raises(UnsupportedOpError) as err:
+        parse_onnx(onnx.parser.parse_model(text))
+    assert "weights has 5 entries" in str(err.value)
 
 
 def test_tfidf_string_pool_is_refused():
@@ -122,7 +153,7 @@ def test_tfidf_string_pool_is_refused():
 
 
 def test_tfidf_unknown_mode_is_refused():
-    text = _model("int64", "[4]", "[8]", 1, 1, 0, "BM25")
+    text = _model("int64", "[4]", "[9]", 1, 1, 0, "BM25")
     with pytest.raises(UnsupportedOpError) as err:
         parse_onnx(onnx.parser.parse_model(text))
     assert "BM25" in str(err.value)
