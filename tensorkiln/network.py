@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from .errors import GraphError, UnsupportedOpError
-from .ir import DType, Graph, Node, TensorType, Value, verify
+from .ir import DType, Graph, NameScope, Node, TensorType, Value, verify
 from .ir.shape import Dim
 from .ops import get_op
 from .ops.infer import infer_node
@@ -42,17 +42,12 @@ class NetworkDefinition:
     def __init__(self, name: str = "network", opset: int = NETWORK_OPSET):
         self.graph = Graph(name=name, opsets={"": opset})
         self.opset = opset
-        self._names: set[str] = set()
+        self._names = NameScope()
         self._count = 0
 
     # -- tensors ------------------------------------------------------------------------
     def _name(self, base: str) -> str:
-        name, i = base, 1
-        while name in self._names:
-            name = f"{base}_{i}"
-            i += 1
-        self._names.add(name)
-        return name
+        return self._names.unique(base)
 
     def add_input(self, name: str, dtype: Union[DType, str], shape: Sequence[Dim]) -> Value:
         if name in self._names:

@@ -25,6 +25,9 @@ ALLOWED = {
     "runtime": {"engine", "tactics", "ir", "ops", "planner", "errors"},
     "builder": {"ir", "ops", "frontends", "passes", "precision", "tactics", "planner", "engine", "errors", "network"},
     "serve": {"runtime", "engine", "ir", "errors"},
+    # Accuracy debugging tools (compare, bisect) sit beside the CLI: they drive the whole stack.
+    "debug": {"ir", "ops", "frontends", "passes", "precision", "tactics", "planner", "builder", "engine", "runtime",
+              "testing", "errors", "network", "api", "version"},
 }
 
 

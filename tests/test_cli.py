@@ -135,7 +135,7 @@ def test_exec_builds_saves_and_runs(capsys, workdir, model_path):
     assert engine.is_file()
     assert out.splitlines()[0].startswith("&&&& RUNNING TensorKiln.kiln_exec")
     assert out.splitlines()[-1].startswith("&&&& PASSED TensorKiln.kiln_exec")
-    for text in ("=== Build summary ===", "Layers: 3", "=== Performance summary ===", "Throughput: ",
+    for text in ("=== Build summary ===", "Layers: 1 (ElementwiseChain: 1)", "=== Performance summary ===", "Throughput: ",
                  "Latency: min = ", "median = ", "percentile(50%) = ", "percentile(99%) = ", "Enqueue Time: ",
                  "Compute Time: ", "Total Host Walltime: ", "Total Compute Time: ", "Average on 2 runs - ",
                  "Set shape of input tensor x to: 2x4"):
@@ -346,7 +346,7 @@ def test_inspect_engine(capsys, plan_path):
     assert info["kind"] == "engine"
     assert info["inputs"][0] == {"name": "x", "dtype": "float32", "shape": ["N", 4],
                                  "profiles": [{"min": [1, 4], "opt": [2, 4], "max": [8, 4]}]}
-    assert [layer["op"] for layer in info["layers"]] == ["Add", "Mul", "Relu"]
+    assert [layer["op"] for layer in info["layers"]] == ["ElementwiseChain"]  # Add, Mul, Relu fused by the optimizer
     assert all(layer["tactic"] for layer in info["layers"])
     assert info["device"]["backend"] == "cpu"
 

@@ -1,7 +1,8 @@
 """The Builder: network in, engine plan out.
 
 Steps: copy the network, apply optimization profiles, infer types, run the pass
-pipeline, choose a tactic per layer, plan memory, package the plan.
+pipeline, choose each layer's precision (Casts at the boundaries), choose a tactic per
+layer, plan memory, package the plan.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import time
 from typing import Optional, Union
 
 from ..engine import DeviceInfo, EnginePlan, ProfileRange
-from ..errors import BuildError, ConfigError
-from ..ir import Graph, OptionalType, SequenceType, TensorType
+from ..errors import BuildError, ConfigError, GraphError
+from ..ir import Graph, OptionalType, SequenceType, TensorType, verify
 from ..ops import infer_graph_types
 from ..passes import default_pipeline, run_pipeline
 from ..planner import compute_liveness
 from ..planner.memory import peak_activation_bytes
+from ..precision import assign_precisions, precision_name
 from ..tactics import select_tactic
 from ..tactics.device import describe_device, parse_device
 from .config import BuilderConfig
@@ -38,7 +40,16 @@ class Builder:
             p.validate(graph)
         _check_inputs_typed(graph)
         infer_graph_types(graph)
+        declared_inputs = [v.name for v in graph.inputs]
         graph, reports = run_pipeline(graph, default_pipeline(config.optimization_level), debug=config.debug)
+        precision = assign_precisions(graph, fp16=config.fp16, bf16=config.bf16,
+                                      layer_precisions=config.layer_precisions,
+                                      constraints=config.precision_constraints)
+        if config.debug:
+            try:
+                verify(graph)
+            except GraphError as exc:
+                raise GraphError(f"after precision assignment: {exc}") from exc
         _choose_tactics(graph, device.type)
         profiles = tuple({name: ProfileRange(*r) for name, r in p.shapes.items()} for p in config.profiles)
         opt_dims = _opt_dims(graph, profiles)
@@ -48,9 +59,12 @@ class Builder:
         build_info = {
             "build_seconds": round(time.perf_counter() - started, 4),
             "passes": [r.to_json() for r in reports],
+            "precision": precision.to_json(),
         }
+        kept = {v.name for v in graph.inputs}
         return EnginePlan(graph=graph, device=DeviceInfo(*describe_device(device)), build_config=config.to_json(),
-                          profiles=profiles, memory=memory, build_info=build_info)
+                          profiles=profiles, memory=memory, build_info=build_info,
+                          ignored_inputs=tuple(n for n in declared_inputs if n not in kept))
 
 
 def _check_inputs_typed(graph: Graph) -> None:
@@ -67,8 +81,9 @@ def _choose_tactics(graph: Graph, backend: str) -> None:
             missing.append(f"'{node.name}' ({node.op_type})")
             continue
         node.meta["tactic"] = choice.tactic
-        out = node.outputs[0].type if node.outputs else None
-        node.meta["precision"] = out.dtype.short if isinstance(out, TensorType) else "?"
+        if "precision" not in node.meta:  # set by assign_precisions for top-level layers
+            out = node.outputs[0].type if node.outputs else None
+            node.meta["precision"] = precision_name(out.dtype) if isinstance(out, TensorType) else "?"
     if missing:
         raise BuildError(f"no {backend} tactic for layer(s): {', '.join(missing)}")
 

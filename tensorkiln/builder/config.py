@@ -7,6 +7,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from ..errors import ConfigError
 from ..ir import Graph, format_shape
+from ..precision import check_layer_precisions
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,21 @@ class BuilderConfig:
     optimization_level: int = 3
     # Verify the graph after every pass.
     debug: bool = False
+    # Per-layer compute precision, as trtexec's --layerPrecisions: layer name (as `kiln
+    # inspect` shows it, after optimization; one '*' wildcard allowed) -> "fp32" | "fp16" |
+    # "bf16". Later entries override earlier ones. Applied only with precision_constraints
+    # "prefer" (where the layer can run so; the FP32 policy for sensitive layers stays) or
+    # "obey" (always, over the policy; an impossible request fails the build). A requested
+    # precision is allowed for its layer even when fp16/bf16 are off.
+    layer_precisions: Mapping[str, str] = field(default_factory=dict)
+    # "none" | "prefer" | "obey" (trtexec's --precisionConstraints).
+    precision_constraints: str = "none"
 
     def __post_init__(self) -> None:
         if not isinstance(self.profiles, tuple):
             object.__setattr__(self, "profiles", tuple(self.profiles))
+        object.__setattr__(self, "layer_precisions", dict(self.layer_precisions))
+        check_layer_precisions(self.layer_precisions, self.precision_constraints)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

@@ -7,16 +7,17 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Optional, TextIO
+from typing import Optional, Sequence, TextIO
 
 from ..builder import Builder, BuilderConfig
 from ..engine import EnginePlan
 from ..frontends.onnx import parse_onnx
 from ..ir import Graph
+from ..precision import CONSTRAINTS
 from .device import resolve_device
 from .report import Log
-from .shapes import ShapeFlags, build_profile, format_dims, parse_shape_spec
-from .usage import KilnArgumentParser
+from .shapes import ShapeFlags, build_profile, format_dims, parse_shape_spec, split_items, split_name_value
+from .usage import KilnArgumentParser, UsageError
 
 DESCRIPTION = """\
 Build an engine plan from an ONNX model and save it.
@@ -26,6 +27,13 @@ with single quotes; an unquoted name splits on the last ':'). --shapes gives a f
 profile (min = opt = max); --min-shapes/--opt-shapes/--max-shapes give a range and must
 name the same inputs. Dynamic inputs given no shape stay dynamic: the engine accepts any
 size for them at run time.
+
+Precision: --fp16/--bf16 allow lower-precision layers; every layer that can runs in them
+(fp16 when both are allowed), except numerically sensitive ones (normalisations, softmax,
+large reductions), which stay fp32. --layer-precisions name:fp32|fp16|bf16 (one '*'
+wildcard per name) with --precision-constraints prefer (honour where possible, keep the
+fp32 policy) or obey (always; fail if a named layer cannot) sets layers one by one;
+`kiln debug precision` finds which layers must stay fp32.
 
 The file is written atomically: a failed build leaves an existing file untouched.
 """
@@ -38,11 +46,21 @@ def make_parser() -> KilnArgumentParser:
     p.add_argument("--fp16", action="store_true", help="allow float16 layers")
     p.add_argument("--bf16", action="store_true", help="allow bfloat16 layers")
     p.add_argument("--no-tf32", dest="no_tf32", action="store_true", help="disallow TF32 (CUDA) math")
+    p.add_argument("--layer-precisions", dest="layer_precisions", action="append", metavar="SPEC",
+                   help="per-layer precision, e.g. conv1:fp16,softmax:fp32 or '*:fp16' (layer names as "
+                        "`kiln inspect` shows them; later entries override earlier ones; needs "
+                        "--precision-constraints prefer|obey)")
+    p.add_argument("--precision-constraints", dest="precision_constraints", choices=CONSTRAINTS, default=None,
+                   help="none: ignore --layer-precisions (default); prefer: honour them where a layer can run "
+                        "so; obey: honour them always, also for numerically sensitive layers, or fail")
     p.add_argument("--shapes", action="append", metavar="SPEC", help="fixed input shapes, e.g. x:1x3x224x224")
     p.add_argument("--min-shapes", dest="min_shapes", action="append", metavar="SPEC", help="profile minimum shapes")
     p.add_argument("--opt-shapes", dest="opt_shapes", action="append", metavar="SPEC",
                    help="profile optimum shapes (tactics are tuned here)")
     p.add_argument("--max-shapes", dest="max_shapes", action="append", metavar="SPEC", help="profile maximum shapes")
+    p.add_argument("--optimization-level", "--builderOptimizationLevel", dest="level", type=int, default=None,
+                   metavar="N", help="0: only the required passes; >= 1 folds, eliminates and fuses (default 3); "
+                                     "layer names depend on it")
     p.add_argument("--device", metavar="cpu|cuda[:N]", help="device to build for (default: cpu)")
     p.add_argument("--debug", action="store_true",
                    help="verify the graph after every pass; show tracebacks on errors")
@@ -53,6 +71,40 @@ def shape_flags_from(args: argparse.Namespace, names: tuple[str, str, str, str])
     return ShapeFlags(shapes=parse_shape_spec(args.shapes, names[0]), min=parse_shape_spec(args.min_shapes, names[1]),
                       opt=parse_shape_spec(args.opt_shapes, names[2]), max=parse_shape_spec(args.max_shapes, names[3]),
                       names=names)
+
+
+def parse_layer_precisions(specs: Optional[Sequence[str]], flag: str) -> dict[str, str]:
+    """`layer1:fp16,'a:b':fp32,*:bf16` -> {layer: precision}, in order (later entries win).
+    Names holding ':' or ',' are quoted with single quotes; an unquoted name splits on the
+    last ':'. Precision names and layer names are checked by the builder (ConfigError)."""
+    result: dict[str, str] = {}
+    for spec in specs or ():
+        for item in split_items(spec, flag):
+            name, precision = split_name_value(item, ":", flag, split_on_last=True)
+            result.pop(name, None)  # re-inserted last: a repeated name overrides in order
+            result[name] = precision.strip()
+    return result
+
+
+def precision_options(layer_precisions: dict[str, str], constraints: Optional[str], flags: tuple[str, str],
+                      log: Log) -> tuple[dict[str, str], str]:
+    """(layer_precisions, precision_constraints) for BuilderConfig. As in trtexec, layer
+    precisions without constraints 'prefer' or 'obey' are ignored, with a warning."""
+    constraints = constraints or "none"
+    if layer_precisions and constraints == "none":
+        log.warn(f"{flags[0]} has no effect with {flags[1]}=none (the default): the layer precisions are "
+                 f"ignored; add {flags[1]}=prefer or {flags[1]}=obey")
+        return {}, constraints
+    return layer_precisions, constraints
+
+
+def optimization_level(level: Optional[int], flag: str) -> dict[str, int]:
+    """BuilderConfig's optimization_level from a flag (trtexec's --builderOptimizationLevel: 0..5)."""
+    if level is None:
+        return {}
+    if not 0 <= level <= 5:
+        raise UsageError(f"{flag} must be in 0..5, got {level}")
+    return {"optimization_level": level}
 
 
 def build_engine(graph: Graph, config: BuilderConfig, log: Log) -> EnginePlan:
@@ -66,7 +118,26 @@ def build_engine(graph: Graph, config: BuilderConfig, log: Log) -> EnginePlan:
 def precision_text(config: BuilderConfig) -> str:
     allowed = ["fp32"] + (["tf32"] if config.tf32 and config.device.startswith("cuda") else []) + \
         (["fp16"] if config.fp16 else []) + (["bf16"] if config.bf16 else [])
-    return "precisions " + "+".join(allowed)
+    text = "precisions " + "+".join(allowed)
+    if config.layer_precisions:
+        text += f", {len(config.layer_precisions)} layer precision(s) ({config.precision_constraints})"
+    return text
+
+
+def print_precision_summary(log: Log, precision: dict) -> None:
+    """Which precisions the layers run in, the reformat layers, and why layers stayed fp32."""
+    counts = precision.get("counts", {})
+    lowered = len(precision.get("allowed", [])) > 1 or any(name != "fp32" for name in counts)
+    if not counts or not lowered:
+        return  # an fp32-only build: nothing to say
+    parts = [f"{n} {name}" for name, n in sorted(counts.items(), key=lambda kv: -kv[1])]
+    log.info(f"Layers by precision: {', '.join(parts)}; {precision.get('reformat_layers', 0)} reformat (Cast) "
+             f"layer(s); {precision.get('converted_weights', 0)} weight(s) converted")
+    kept = precision.get("kept_fp32", {})
+    if kept:
+        log.info(f"{len(kept)} layer(s) kept in fp32 although a lower precision was allowed (--verbose lists why)")
+        for name, reason in kept.items():
+            log.verbose(f"  {name}: {reason}")
 
 
 def print_build_summary(log: Log, plan: EnginePlan, seconds: float) -> None:
@@ -77,6 +148,7 @@ def print_build_summary(log: Log, plan: EnginePlan, seconds: float) -> None:
     log.info(f"Layers: {len(layers)} ({', '.join(f'{op}: {n}' for op, n in ops.most_common())})")
     for report in plan.build_info.get("passes", []):
         log.verbose(f"Pass {report['name']}: {report['layers_before']} -> {report['layers_after']} layers")
+    print_precision_summary(log, plan.build_info.get("precision", {}))
     memory = plan.memory
     if memory:
         peak = memory.get("peak_activation_bytes_at_opt")
@@ -117,8 +189,13 @@ def run(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> 
         spec = next(v for v in graph.inputs if v.name == name)
         if spec.shape is None or any(not isinstance(d, int) for d in spec.shape):
             log.info(f"Input '{name}' stays dynamic (no shape given): any size is accepted at run time")
+    layer_precisions, constraints = precision_options(
+        parse_layer_precisions(args.layer_precisions, "--layer-precisions"), args.precision_constraints,
+        ("--layer-precisions", "--precision-constraints"), log)
     config = BuilderConfig(device=device, tf32=not args.no_tf32, fp16=args.fp16, bf16=args.bf16,
-                           profiles=(profile,) if profile else (), debug=args.debug)
+                           profiles=(profile,) if profile else (), debug=args.debug,
+                           layer_precisions=layer_precisions, precision_constraints=constraints,
+                           **optimization_level(args.level, "--optimization-level"))
     plan = build_engine(graph, config, log)
     save_engine(plan, Path(args.output), log)
     return 0

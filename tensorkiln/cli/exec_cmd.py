@@ -18,10 +18,13 @@ import torch
 
 from ..builder import BuilderConfig
 from ..engine import load_plan
+from ..precision import CONSTRAINTS
 from ..runtime import ExecutionContext, Runtime
 from ..version import __version__
-from .build import build_engine, save_engine, shape_flags_from
+from .build import (build_engine, optimization_level, parse_layer_precisions, precision_options, save_engine,
+                    shape_flags_from)
 from .device import resolve_exec_device
+from .ref_outputs import add_reference_flags, check_reference_outputs, validate_reference_flags
 from .report import IterationTimes, Log, print_performance_summary, print_trace_averages
 from .shapes import ShapeFlags, build_profile, format_dims, run_shapes
 from .tensors import (is_raw, merge_file_shapes, outputs_as_json, parse_input_files, random_inputs,
@@ -71,6 +74,16 @@ def make_parser() -> KilnArgumentParser:
     build.add_argument("--fp16", action="store_true", help="allow float16 layers")
     build.add_argument("--bf16", action="store_true", help="allow bfloat16 layers")
     build.add_argument("--noTF32", action="store_true", help="disallow TF32 math (CUDA)")
+    build.add_argument("--layerPrecisions", action="append", metavar="SPEC",
+                       help="per-layer precision: layerName:fp32|fp16|bf16[,spec] (one '*' wildcard per name, "
+                            "e.g. '*:fp16'; later entries override earlier ones); effective only with "
+                            "--precisionConstraints=prefer|obey")
+    build.add_argument("--precisionConstraints", choices=CONSTRAINTS, default=None, metavar="none|prefer|obey",
+                       help="none = no constraints (default); prefer = meet --layerPrecisions where possible; "
+                            "obey = meet them or fail")
+    build.add_argument("--builderOptimizationLevel", type=int, default=None, metavar="N",
+                       help="0: only the required passes; >= 1 folds, eliminates and fuses (default 3); layer "
+                            "names (for --layerPrecisions) depend on it")
     build.add_argument("--buildOnly", action="store_true", help="build (and save) the engine; skip inference")
     build.add_argument("--skipInference", action="store_true", help="same as --buildOnly")
     inference = p.add_argument_group("Inference Options")
@@ -99,6 +112,7 @@ def make_parser() -> KilnArgumentParser:
     system = p.add_argument_group("System Options")
     system.add_argument("--device", metavar="N", help="GPU index to run on (an error where there is no GPU)")
     system.add_argument("--backend", choices=("cpu", "cuda"), help="backend to run on (tensorkiln's own flag)")
+    add_reference_flags(p)
     return p
 
 
@@ -146,7 +160,10 @@ def _check_combination(args: argparse.Namespace, log: Log) -> None:
                              "--loadEngine)")
         ignored = [flag for flag, on in (("--fp16", args.fp16), ("--bf16", args.bf16), ("--noTF32", args.noTF32),
                                          ("--minShapes", args.min_shapes), ("--optShapes", args.opt_shapes),
-                                         ("--maxShapes", args.max_shapes)) if on]
+                                         ("--maxShapes", args.max_shapes), ("--layerPrecisions", args.layerPrecisions),
+                                         ("--precisionConstraints", args.precisionConstraints),
+                                         ("--builderOptimizationLevel", args.builderOptimizationLevel is not None))
+                   if on]
         if ignored:
             log.warn(f"{', '.join(ignored)} only affect building; ignored with --loadEngine")
 
@@ -159,6 +176,7 @@ def run(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> 
     avg_runs = _int_flag(args.avgRuns, "--avgRuns", 1)
     percentiles = _percentiles(args.percentile)
     _check_combination(args, log)
+    validate_reference_flags(args)
     flags = shape_flags_from(args, SHAPE_FLAG_NAMES)
     flags.check_ranges()
     file_pairs = parse_input_files(args.loadInputs, "--loadInputs", ":")
@@ -186,8 +204,13 @@ def run(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> 
         profile = build_profile(graph.inputs, build_flags, warnings)
         for warning in warnings:
             log.warn(warning)
+        layer_precisions, constraints = precision_options(
+            parse_layer_precisions(args.layerPrecisions, "--layerPrecisions"), args.precisionConstraints,
+            ("--layerPrecisions", "--precisionConstraints"), log)
         config = BuilderConfig(device=device, tf32=not args.noTF32, fp16=args.fp16, bf16=args.bf16,
-                               profiles=(profile,) if profile else ())
+                               profiles=(profile,) if profile else (), layer_precisions=layer_precisions,
+                               precision_constraints=constraints,
+                               **optimization_level(args.builderOptimizationLevel, "--builderOptimizationLevel"))
         plan = build_engine(graph, config, log)
         if args.saveEngine:
             save_engine(plan, Path(args.saveEngine), log)
@@ -230,7 +253,7 @@ def run(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> 
         log.info(f"Timing of {len(times)} iterations written to '{args.exportTimes}'")
     print_trace_averages(log, times, avg_runs, on_gpu)
     print_performance_summary(log, times, percentiles, on_gpu, data_transfers=not args.noDataTransfers)
-    return 0
+    return 0 if check_reference_outputs(args, outputs, log) else 1
 
 
 def _print_options(log: Log, args: argparse.Namespace, device: str, iterations: int, warm_up_ms: float,
@@ -242,6 +265,8 @@ def _print_options(log: Log, args: argparse.Namespace, device: str, iterations: 
         log.info("=== Build Options ===")
         precisions = ["FP32"] + (["FP16"] if args.fp16 else []) + (["BF16"] if args.bf16 else [])
         log.info(f"Precision: {'+'.join(precisions)}{'' if args.noTF32 else ' (TF32 allowed)'}")
+        log.info(f"Precision constraints: {args.precisionConstraints or 'None'}")
+        log.info(f"Layer precisions: {','.join(args.layerPrecisions or []) or 'none'}")
         log.info(f"Save engine: {args.saveEngine or ''}")
     log.info("=== Inference Options ===")
     log.info(f"Iterations: {iterations}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 from collections import Counter
 from pathlib import Path
@@ -16,6 +17,8 @@ from ..engine import EnginePlan, deserialize_plan
 from ..engine.format import MAGIC
 from ..errors import ModelLoadError, TensorkilnError
 from ..ir import DType, Graph, format_graph, format_shape
+from ..ops import infer_graph_types
+from ..passes import default_pipeline, run_pipeline
 from .report import make_console, one_line
 from .shapes import format_dims
 from .usage import KilnArgumentParser
@@ -35,6 +38,13 @@ def make_parser() -> KilnArgumentParser:
     p.add_argument("file", metavar="FILE", help="engine plan or .onnx model")
     p.add_argument("--graph", action="store_true", help="also print the IR graph as text")
     p.add_argument("--json", action="store_true", help="machine-readable output (JSON on stdout)")
+    p.add_argument("--passes", action="store_true",
+                   help="run the optimizer on an ONNX model (or show an engine's record) and report each pass: "
+                        "layer count before and after, what each rule rewrote, and why rules declined")
+    p.add_argument("--builderOptimizationLevel", "--optimization-level", dest="level", type=int, default=3,
+                   metavar="N", help="optimization level for --passes (0: required passes only; default 3)")
+    p.add_argument("--dump-passes", metavar="DIR",
+                   help="with --passes: write the graph as text after every pass into DIR (and verify it)")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return p
 
@@ -53,6 +63,10 @@ def run(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> 
         import_error = None
     else:
         info, graph, import_error = onnx_info(path)
+        if args.passes:
+            if graph is None:
+                raise import_error or TensorkilnError("the model could not be imported")
+            graph, info["passes"] = optimize_for_report(graph, args.level, args.dump_passes)
     if args.json:
         if args.graph:
             info["graph_text"] = format_graph(graph) if graph is not None else None
@@ -63,6 +77,8 @@ def run(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> 
         print_engine(console, info)
     else:
         print_onnx(console, info)
+    if args.passes:
+        print_passes(console, info.get("passes") or info["build_info"].get("passes", []), verbose=args.debug)
     if args.graph:
         if graph is None:
             # Asked for explicitly, so the missing graph is an error (the report above still printed).
@@ -135,6 +151,38 @@ def print_engine(console: Console, info: dict[str, Any]) -> None:
             console.print(f"  build time: {build['build_seconds']} s")
         for p in build.get("passes", []):
             console.print(f"  pass {p['name']}: {p['layers_before']} -> {p['layers_after']} layers", markup=False)
+
+
+def optimize_for_report(graph: Graph, level: int, dump_dir: Optional[str]) -> tuple[Graph, list[dict[str, Any]]]:
+    """Run the builder's pass pipeline on a copy of the graph, as a build would."""
+    graph = copy.deepcopy(graph)
+    infer_graph_types(graph)
+    graph, reports = run_pipeline(graph, default_pipeline(level), debug=True,
+                                  dump_dir=Path(dump_dir) if dump_dir else None)
+    return graph, [r.to_json() for r in reports]
+
+
+def print_passes(console: Console, passes: list[dict[str, Any]], verbose: bool = False) -> None:
+    table = Table(title="Optimizer passes")
+    for column in ("pass", "layers", "rewrites", "declined"):
+        table.add_column(column, overflow="fold")
+    for p in passes:
+        rewrites = ", ".join(f"{rule} x{n}" for rule, n in p.get("rewrites", {}).items()) or "-"
+        declined = Counter(d[0] for d in p.get("declines", []))
+        table.add_row(escape(p["name"]), f"{p['layers_before']} -> {p['layers_after']}", escape(rewrites),
+                      escape(", ".join(f"{rule} x{n}" for rule, n in declined.items()) or "-"))
+    console.print(table)
+    declines = [d for p in passes for d in p.get("declines", [])]
+    if declines:
+        console.print("[bold]Why rules declined[/bold]")
+        for rule, node, reason in declines[: None if verbose else 20]:
+            console.print(f"  {rule} at '{node}': {reason}", markup=False, highlight=False)
+        if not verbose and len(declines) > 20:
+            console.print(f"  ... {len(declines) - 20} more (--debug lists all)")
+    if verbose:
+        for p in passes:
+            for line in p.get("details", []):
+                console.print(f"  {p['name']}: {line}", markup=False, highlight=False)
 
 
 # ---- ONNX models --------------------------------------------------------------------------

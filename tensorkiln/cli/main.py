@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run", "run an engine plan once (or N times) and show its outputs"),
     "inspect": ("inspect", "show what is in an engine plan or an ONNX model"),
     "conformance": ("conformance", "run the ONNX node tests and report the pass rate"),
+    "compare": ("compare", "compare tensorkiln's outputs (or every layer's) with onnxruntime's"),
+    "debug": ("debug", "debugging tools: 'kiln debug precision' finds the layers that must stay FP32"),
 }
 
 EXEC_PROGRAM = "TensorKiln.kiln_exec"

@@ -86,6 +86,7 @@ def serialize_plan(plan: EnginePlan) -> bytes:
         "profiles": [{name: {"min": list(r.min), "opt": list(r.opt), "max": list(r.max)} for name, r in p.items()}
                      for p in plan.profiles],
         "memory": plan.memory,
+        "ignored_inputs": list(plan.ignored_inputs),
         "build_info": plan.build_info,
         "graph": graph,
         "raw_weights": raw,
@@ -146,6 +147,7 @@ def deserialize_plan(data: Union[bytes, bytearray, memoryview], source: str = ""
     return EnginePlan(graph=graph, device=device, build_config=manifest.get("build_config", {}),
                       profiles=profiles, memory=manifest.get("memory", {}),
                       build_info=manifest.get("build_info", {}),
+                      ignored_inputs=tuple(manifest.get("ignored_inputs", [])),
                       library_version=manifest["tensorkiln_version"], format_version=version)
 
 

@@ -66,6 +66,9 @@ class EnginePlan:
     profiles: tuple[dict[str, ProfileRange], ...] = ()
     memory: dict[str, Any] = field(default_factory=dict)
     build_info: dict[str, Any] = field(default_factory=dict)
+    # Network inputs the optimizer found unread (e.g. read only through a static Shape):
+    # not engine inputs, but feeds for them are accepted and ignored so callers need not change.
+    ignored_inputs: tuple[str, ...] = ()
     library_version: str = __version__
     format_version: int = ENGINE_FORMAT_VERSION
 

@@ -104,6 +104,8 @@ def _shrink(x: torch.Tensor, bias: float, lambd: float) -> torch.Tensor:
 
 
 def _swish(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    if float(alpha) == 1.0 and x.is_floating_point():
+        return torch.nn.functional.silu(x)  # one fused kernel instead of three
     return x * torch.sigmoid(float(alpha) * x)
 
 

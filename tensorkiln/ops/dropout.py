@@ -13,6 +13,8 @@ from .registry import InferContext, Op, register
 @register
 class Dropout(Op):
     name = "Dropout"
+    # Random in training mode; inference-mode Dropout is removed by `remove_noops` instead.
+    deterministic = False
     attrs = {"ratio": 0.5, "seed": None, "is_test": 0, "consumed_inputs": None}
 
     def infer(self, ctx: InferContext) -> list[Optional[TensorType]]:

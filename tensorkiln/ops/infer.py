@@ -11,10 +11,13 @@ from .registry import InferContext, get_op
 
 
 def _merge_dim(a: Dim, b: Dim) -> Dim:
-    # Prefer the most specific: a number over a symbol over unknown.
+    # Prefer the most specific: a number, then a name a person gave, then one a shape
+    # inference invented ("unk__3"), then unknown.
     if isinstance(a, int):
         return a
     if isinstance(b, int):
+        return b
+    if isinstance(a, str) and isinstance(b, str) and a.startswith("unk__") and not b.startswith("unk__"):
         return b
     return a if a is not None else b
 

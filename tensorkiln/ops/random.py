@@ -59,6 +59,8 @@ def _check_dtype(node: Node, allowed: set[DType], like_input: bool) -> Optional[
 class _Distribution(Op):
     """Normal or uniform samples of a shape given by attribute (or by the input, for *Like)."""
 
+    deterministic = False
+
     def __init__(self, name: str, params: dict[str, Any], like: bool):
         self.name = name
         self.like = like
@@ -107,6 +109,7 @@ class Bernoulli(Op):
     """1 with probability p (the input), else 0, per element."""
 
     name = "Bernoulli"
+    deterministic = False
     since_opset = 15
     attrs = {"dtype": None, "seed": None}
 
@@ -131,6 +134,7 @@ class Multinomial(Op):
     """`sample_size` class indices per batch row, drawn (with replacement) from softmax(input)."""
 
     name = "Multinomial"
+    deterministic = False
     since_opset = 7
     attrs = {"dtype": DType.INT32.value, "sample_size": 1, "seed": None}
 

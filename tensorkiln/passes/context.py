@@ -34,4 +34,5 @@ class PassReport:
 
     def to_json(self) -> dict:
         return {"name": self.name, "layers_before": self.layers_before, "layers_after": self.layers_after,
-                "rewrites": dict(self.rewrites), "declines": [list(d) for d in self.declines]}
+                "rewrites": dict(self.rewrites), "details": list(self.details),
+                "declines": [list(d) for d in self.declines]}

@@ -15,19 +15,50 @@ from ..errors import GraphError
 from ..ir import Graph, format_graph, verify
 from ..ops import infer_graph_types
 from .context import PassContext, PassReport
+from .concat_elimination import eliminate_concats
+from .cse import eliminate_common_subexpressions
 from .dead_code import eliminate_dead_nodes
+from .elementwise_chains import fuse_elementwise_chains
+from .fold_constants import fold_constants
+from .fuse_layers import fold_scale_and_bias, fuse_epilogues
+from .noops import remove_noops
+from .prune import prune_unused_inputs
+from .recognize import recognize_attention, recognize_patterns
 
 Pass = Callable[[Graph, PassContext], Graph]
 
 # Passes every build runs, whatever the optimization level.
 REQUIRED_PIPELINE: tuple[Pass, ...] = (eliminate_dead_nodes,)
 
+# The order matters (each pass's docstring says what it needs before it):
+# cleanup first so patterns see folded shapes and no no-ops; primitive subgraphs become
+# single layers (Softmax before attention, which matches on Softmax); BatchNorm and
+# per-channel scales fold into weights before sibling layers merge under a Concat and
+# before epilogues absorb bias/residual/activation; what elementwise ops remain are
+# grouped last; dead nodes and weights replaced along the way go at the end.
+OPTIMIZING_PIPELINE: tuple[Pass, ...] = (
+    eliminate_dead_nodes,
+    # Before folding: an input read only through its static shape stays an engine input.
+    prune_unused_inputs,
+    remove_noops,
+    fold_constants,
+    # After folding, so equal folded constants merge; then folded Reshape targets reveal
+    # Reshapes to the same shape.
+    eliminate_common_subexpressions,
+    remove_noops,
+    recognize_patterns,
+    recognize_attention,
+    fold_scale_and_bias,
+    eliminate_concats,
+    fuse_epilogues,
+    fuse_elementwise_chains,
+    eliminate_dead_nodes,
+)
+
 
 def default_pipeline(level: int = 3) -> tuple[Pass, ...]:
     """The passes for a builder optimization level (0: only the required ones)."""
-    if level <= 0:
-        return REQUIRED_PIPELINE
-    return REQUIRED_PIPELINE
+    return REQUIRED_PIPELINE if level <= 0 else OPTIMIZING_PIPELINE
 
 
 DEFAULT_PIPELINE = default_pipeline()

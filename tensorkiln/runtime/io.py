@@ -94,10 +94,11 @@ def check_inputs(specs: list[IOTensor], tensors: Mapping[str, Any]) -> None:
                              f"({ranges})")
 
 
-def missing_or_extra(specs: list[IOTensor], given: Mapping[str, Any]) -> Optional[str]:
+def missing_or_extra(specs: list[IOTensor], given: Mapping[str, Any], ignored: frozenset[str] = frozenset()
+                     ) -> Optional[str]:
     names = [s.name for s in specs]
     missing = [n for n in names if n not in given]
-    extra = [n for n in given if n not in names]
+    extra = [n for n in given if n not in names and n not in ignored]
     parts = []
     if missing:
         parts.append(f"missing input(s) {missing}")

@@ -106,6 +106,7 @@ class ExecutionContext:
     def __init__(self, engine: Engine):
         self.engine = engine
         self._specs = engine.inputs
+        self._ignored = frozenset(engine.plan.ignored_inputs)
         self._checked: set[tuple] = set()
 
     def execute(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -119,7 +120,7 @@ class ExecutionContext:
         return outputs, record
 
     def _execute(self, inputs: Mapping[str, Any], record: Optional[dict[str, Any]]) -> dict[str, Any]:
-        problem = missing_or_extra(self._specs, inputs)
+        problem = missing_or_extra(self._specs, inputs, self._ignored)
         if problem:
             raise ShapeError(problem)
         device = self.engine.device

@@ -12,9 +12,9 @@ import onnx
 import onnx.inliner
 
 from ...errors import GraphError, ModelLoadError, UnsupportedOpError
-from ...ir import Graph, Node, TensorType, Value, verify
+from ...ir import Graph, NameScope, Node, TensorType, Value, verify
 from ...ops import get_op, infer_graph_types
-from ...ops.infer import infer_node
+from ...ops.infer import infer_node, merge_types
 from .convert import attribute_value, sparse_to_dense, tensor_to_array, type_from_proto
 from .functions import function_body, function_opsets, instantiate
 from .loader import ModelSource, load_model_proto
@@ -28,7 +28,7 @@ class _Importer:
         self.opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
         self.problems: list[tuple[str, str, str, str]] = []
         self.hints = _shape_hints(model)
-        self.used_names: set[str] = set()
+        self.names = NameScope()
         self.counter = 0
 
     # -- graphs ---------------------------------------------------------------------------
@@ -63,8 +63,9 @@ class _Importer:
             if v is None:
                 raise GraphError(f"graph '{g.name}': output '{vi.name}' is not produced by any node")
             declared = type_from_proto(vi.type)
-            if declared is not None and v.type is None:
-                v.type = declared
+            if declared is not None:
+                # The model's own output type names its dims; inference may have made up names.
+                v.type = merge_types(v.type, declared) if v.type is not None else declared
             g.outputs.append(v)
         return g
 
@@ -150,12 +151,7 @@ class _Importer:
                 scope[o] = Value(o, self.hints.get(o))
 
     def _unique_name(self, base: str) -> str:
-        name, i = base, 1
-        while name in self.used_names:
-            name = f"{base}_{i}"
-            i += 1
-        self.used_names.add(name)
-        return name
+        return self.names.unique(base)
 
 
 def _type_proto(t: TensorType) -> onnx.TypeProto:

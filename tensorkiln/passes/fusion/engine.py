@@ -12,7 +12,11 @@ _MAX_ROUNDS = 50
 
 
 class _Index:
-    def __init__(self, graph: Graph):
+    """Who produces each value and how many readers it has. With `ignore_sharing`, every
+    value counts as read once: used to tell a pattern blocked only by sharing."""
+
+    def __init__(self, graph: Graph, ignore_sharing: bool = False):
+        self.ignore_sharing = ignore_sharing
         self.producer: dict[str, Node] = {}
         self.uses: dict[str, int] = {}
         for n in graph.nodes:
@@ -49,7 +53,7 @@ def _match_value(p: Union[Pat, Var, Const, None], v: Optional[Value], idx: _Inde
         return False
     node = idx.producer[v.name]
     # Inner nodes must be used only inside the pattern, so they can be removed.
-    if idx.uses.get(v.name, 0) != 1 or len(node.outputs) != 1:
+    if (not idx.ignore_sharing and idx.uses.get(v.name, 0) != 1) or len(node.outputs) != 1:
         return False
     return _match_node(p, node, idx, m)
 
@@ -87,6 +91,7 @@ def apply_rules(graph: Graph, rules: Sequence[Rule], ctx: PassContext) -> Graph:
     budget = 20 * len(graph.nodes) + 1000
     for _ in range(_MAX_ROUNDS):
         idx = _Index(graph)
+        relaxed = _Index(graph, ignore_sharing=True)
         changed = False
         pos = 0
         while pos < len(graph.nodes):
@@ -94,6 +99,7 @@ def apply_rules(graph: Graph, rules: Sequence[Rule], ctx: PassContext) -> Graph:
             for rule in rules:
                 m = Match(node)
                 if not _match_node(rule.pattern, node, idx, m):
+                    _report_if_blocked_by_sharing(rule, node, idx, relaxed, ctx, declined)
                     continue
                 reason = rule.check(m)
                 if reason:
@@ -106,6 +112,7 @@ def apply_rules(graph: Graph, rules: Sequence[Rule], ctx: PassContext) -> Graph:
                 ctx.rewrote(rule.name, node.name, "+".join(n.op_type for n in m.matched) + " -> " +
                             "+".join(n.op_type for n in replacement))
                 idx = _Index(graph)
+                relaxed = _Index(graph, ignore_sharing=True)
                 changed = True
                 budget -= 1
                 if budget <= 0:
@@ -116,6 +123,23 @@ def apply_rules(graph: Graph, rules: Sequence[Rule], ctx: PassContext) -> Graph:
         if not changed:
             break
     return graph
+
+
+def _report_if_blocked_by_sharing(rule: Rule, node: Node, idx: _Index, relaxed: _Index, ctx: PassContext,
+                                  declined: set[tuple[str, str]]) -> None:
+    """A pattern that matches only when sharing is ignored is declined because fusing would
+    remove a tensor other layers read: say so, with the reader count."""
+    if (rule.name, node.name) in declined:
+        return
+    m = Match(node)
+    if not _match_node(rule.pattern, node, relaxed, m):
+        return
+    shared = [f"{n.op_type} '{n.name}' output '{n.outputs[0].name}' is read elsewhere "
+              f"({idx.uses.get(n.outputs[0].name, 0)} readers)"
+              for n in m.matched if n is not node and idx.uses.get(n.outputs[0].name, 0) != 1]
+    if shared:
+        declined.add((rule.name, node.name))
+        ctx.declined(rule.name, node.name, "; ".join(shared))
 
 
 def _splice(graph: Graph, removed: list[Node], added: list[Node], root_pos: int) -> int:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from ...ir import Graph, Node, TensorType, Value
+from ...ir import Graph, NameScope, Node, TensorType, Value
 
 
 @dataclass(frozen=True)
@@ -72,15 +72,10 @@ class Rewriter:
 
     def __init__(self, graph: Graph, taken: set[str]):
         self.graph = graph
-        self._taken = taken
+        self._names = NameScope(taken)
 
     def unique(self, base: str) -> str:
-        name, i = base, 1
-        while name in self._taken:
-            name = f"{base}_{i}"
-            i += 1
-        self._taken.add(name)
-        return name
+        return self._names.unique(base)
 
     def value(self, base: str, type: Optional[TensorType] = None) -> Value:
         return Value(self.unique(base), type)
