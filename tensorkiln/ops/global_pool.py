@@ -12,6 +12,7 @@ from .registry import InferContext, Op, register
 
 
 class GlobalPool(Op):
+    accumulates_in_fp32 = True  # half-precision inputs are computed in float32 (tests/test_precision.py)
     def __init__(self, name: str, fn: Callable[[torch.Tensor, list[int], dict[str, Any]], torch.Tensor],
                  attrs: Optional[dict[str, Any]] = None):
         self.name = name

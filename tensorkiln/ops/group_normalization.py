@@ -14,6 +14,7 @@ from .registry import InferContext, Op, register, same_as_input
 @register
 class GroupNormalization(Op):
     name = "GroupNormalization"
+    accumulates_in_fp32 = True  # half-precision inputs are computed in float32 (tests/test_precision.py)
     attrs = {"epsilon": 1e-5, "num_groups": None, "stash_type": 1}
 
     def check(self, node: Node) -> Optional[str]:

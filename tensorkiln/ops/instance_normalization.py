@@ -14,6 +14,7 @@ from .registry import InferContext, Op, register, same_as_input
 @register
 class InstanceNormalization(Op):
     name = "InstanceNormalization"
+    accumulates_in_fp32 = True  # half-precision inputs are computed in float32 (tests/test_precision.py)
     attrs = {"epsilon": 1e-5}
 
     def infer(self, ctx: InferContext) -> list[Optional[TensorType]]:

@@ -49,6 +49,7 @@ def statistics_shape(shape, axis: int):
 @register
 class LayerNormalization(Op):
     name = "LayerNormalization"
+    accumulates_in_fp32 = True  # half-precision inputs are computed in float32 (tests/test_precision.py)
     attrs = {"axis": -1, "epsilon": 1e-5, "stash_type": 1}
 
     def check(self, node) -> Optional[str]:

@@ -16,6 +16,7 @@ _FLOATS = (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16, DType.FLOAT64)
 @register
 class LpNormalization(Op):
     name = "LpNormalization"
+    accumulates_in_fp32 = True  # half-precision inputs are computed in float32 (tests/test_precision.py)
     attrs = {"axis": -1, "p": 2}
 
     def check(self, node) -> Optional[str]:

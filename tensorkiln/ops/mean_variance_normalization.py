@@ -18,6 +18,7 @@ _EPSILON = 1e-9
 @register
 class MeanVarianceNormalization(Op):
     name = "MeanVarianceNormalization"
+    accumulates_in_fp32 = True  # half-precision inputs are computed in float32 (tests/test_precision.py)
     attrs = {"axes": [0, 2, 3]}
 
     def check(self, node) -> Optional[str]:

@@ -100,6 +100,9 @@ class Op:
     # False for ops whose output is not a function of their inputs (random ops): constant
     # folding must leave them alone.
     deterministic: ClassVar[bool] = True
+    # True for ops whose every implementation accumulates in float32 whatever the I/O dtype
+    # (norms, softmax, sum-like reductions): they may take and give fp16/bf16 tensors safely.
+    accumulates_in_fp32: ClassVar[bool] = False
 
     def normalize(self, attrs: dict[str, Any], opset: int) -> dict[str, Any]:
         """Fill defaults; subclasses adjust for opset differences. Returns a new dict."""

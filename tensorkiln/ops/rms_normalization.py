@@ -17,6 +17,7 @@ from .registry import InferContext, Op, normalize_axis, register
 @register
 class RMSNormalization(Op):
     name = "RMSNormalization"
+    accumulates_in_fp32 = True  # half-precision inputs are computed in float32 (tests/test_precision.py)
     attrs = {"axis": -1, "epsilon": 1e-5, "stash_type": 1}
 
     def check(self, node) -> Optional[str]:

@@ -45,6 +45,7 @@ def _attention_by_parts(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask:
 @register
 class ScaledDotProductAttention(Op):
     name = "ScaledDotProductAttention"
+    accumulates_in_fp32 = True  # half-precision inputs are computed in float32 (tests/test_precision.py)
     domain = "tensorkiln"
     attrs = {"scale": REQUIRED}
 

@@ -39,6 +39,7 @@ def accumulate_dtype(x: torch.Tensor) -> torch.dtype:
 
 class AxisNormOp(Op):
     """Base of Softmax/LogSoftmax/Hardmax: the axis default and flattening depend on opset."""
+    accumulates_in_fp32 = True  # half-precision inputs are computed in float32 (tests/test_precision.py)
 
     fn: Callable[[torch.Tensor, int], torch.Tensor]
 

@@ -1,11 +1,13 @@
 """Which layers are numerically sensitive and keep FP32 unless the user forces otherwise.
 
 DESIGN.md: "Numerically sensitive layers (normalisation statistics, softmax, large
-reductions) accumulate in FP32 unless the user forces otherwise". On the CPU backend a
-layer's precision is the dtype its reference computes in, so "accumulate in FP32" means
-the layer stays an FP32 layer (its inputs are cast up, its outputs stay FP32 until a
-lower-precision consumer casts them down). Only `precision_constraints="obey"` with an
-explicit per-layer precision overrides this.
+reductions) accumulate in FP32 unless the user forces otherwise". Ops whose every
+implementation accumulates in FP32 internally (`Op.accumulates_in_fp32`: norms, softmax,
+means) and whose output is bounded by their input run with FP16/BF16 inputs and outputs,
+as TensorRT runs them: no Cast layers around them. The others (and sums whose result grows
+with the number of terms) stay FP32 layers: their inputs are cast up, their outputs stay
+FP32 until a lower-precision consumer casts them down. Only `precision_constraints="obey"`
+with an explicit per-layer precision overrides this.
 
 The policy is data: one row per op type with the reason a user sees in `kiln inspect`.
 """
@@ -16,6 +18,7 @@ import math
 from typing import Optional
 
 from ..ir import Node, TensorType
+from ..ops import get_op
 
 # op type -> why it stays FP32. Normalisations compute a mean and a variance (a sum of
 # squares), softmax normalises by a sum of exponentials: in FP16 the sums overflow
@@ -54,13 +57,20 @@ SUM_REDUCTIONS: dict[str, str] = {
 SMALL_REDUCTION = 16
 
 
+# Reductions whose result stays within the range of their input (a mean of FP16 values
+# fits FP16): safe with FP16 I/O when the op accumulates in FP32.
+BOUNDED_REDUCTIONS = frozenset({"ReduceMean", "GlobalAveragePool"})
+
+
 def sensitivity_reason(node: Node) -> Optional[str]:
     """Why `node` must stay FP32 under the default policy, or None when it may run lower."""
+    op = get_op(node.op_type, node.domain)
+    accumulates = op is not None and op.accumulates_in_fp32
     what = SENSITIVE_OPS.get(node.op_type)
     if what is not None:
-        return f"numerically sensitive: {what}"
+        return None if accumulates else f"numerically sensitive: {what}"
     what = SUM_REDUCTIONS.get(node.op_type)
-    if what is None:
+    if what is None or (accumulates and node.op_type in BOUNDED_REDUCTIONS):
         return None
     count = reduced_element_count(node)
     if count is not None and count <= SMALL_REDUCTION:
