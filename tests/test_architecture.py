@@ -23,7 +23,8 @@ ALLOWED = {
     "planner": {"ir", "errors"},
     "engine": {"ir", "errors", "version"},
     "runtime": {"engine", "tactics", "ir", "ops", "planner", "errors"},
-    "builder": {"ir", "ops", "frontends", "passes", "precision", "tactics", "planner", "engine", "errors", "network"},
+    "builder": {"ir", "ops", "frontends", "passes", "precision", "tactics", "planner", "engine", "errors", "network",
+                "version"},
     "serve": {"runtime", "engine", "ir", "errors"},
     # Accuracy debugging tools (compare, bisect) sit beside the CLI: they drive the whole stack.
     "debug": {"ir", "ops", "frontends", "passes", "precision", "tactics", "planner", "builder", "engine", "runtime",

@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Optional, Union
+from typing import Any, Optional, Union
+
+import torch
 
 from ..engine import DeviceInfo, EnginePlan, ProfileRange
 from ..errors import BuildError, ConfigError, GraphError
-from ..ir import Graph, OptionalType, SequenceType, TensorType, verify
+from ..ir import Graph, Node, OptionalType, SequenceType, TensorType, is_static, verify
 from ..ops import infer_graph_types
 from ..passes import default_pipeline, run_pipeline
-from ..planner import compute_liveness
+from ..planner import compute_liveness, memory_summary
+from ..planner.arena import value_nbytes
 from ..planner.memory import peak_activation_bytes
 from ..precision import assign_precisions, precision_name
 from ..tactics import select_tactic
+from ..tactics.autotune import TuningOptions, timing_environment, tune_graph
+from ..tactics.select import TacticChoice
+from ..tactics.timing_cache import TimingCache
 from ..tactics.device import describe_device, parse_device
 from .config import BuilderConfig
 
@@ -39,6 +45,7 @@ class Builder:
         for p in config.profiles:
             p.validate(graph)
         _check_inputs_typed(graph)
+        _fix_dims_the_profiles_fix(graph, config.profiles)
         infer_graph_types(graph)
         declared_inputs = [v.name for v in graph.inputs]
         graph, reports = run_pipeline(graph, default_pipeline(config.optimization_level), debug=config.debug)
@@ -50,21 +57,75 @@ class Builder:
                 verify(graph)
             except GraphError as exc:
                 raise GraphError(f"after precision assignment: {exc}") from exc
-        _choose_tactics(graph, device.type)
+        tactics = _choose_tactics(graph, device, config)
         profiles = tuple({name: ProfileRange(*r) for name, r in p.shapes.items()} for p in config.profiles)
         opt_dims = _opt_dims(graph, profiles)
         memory = {"strategy": "release-after-last-use",
                   "peak_activation_bytes_at_opt": peak_activation_bytes(graph, compute_liveness(graph), opt_dims),
-                  "weights_bytes": int(sum(v.const.nbytes for v in graph.initializers if v.const.dtype != object))}
+                  "weights_bytes": int(sum(v.const.nbytes for v in graph.initializers if v.const.dtype != object)),
+                  **memory_summary(graph, opt_dims, _max_dims(graph, profiles), lambda dims: _sizes_at(graph, dims))}
         build_info = {
             "build_seconds": round(time.perf_counter() - started, 4),
             "passes": [r.to_json() for r in reports],
             "precision": precision.to_json(),
+            "tactics": tactics,
         }
         kept = {v.name for v in graph.inputs}
         return EnginePlan(graph=graph, device=DeviceInfo(*describe_device(device)), build_config=config.to_json(),
                           profiles=profiles, memory=memory, build_info=build_info,
                           ignored_inputs=tuple(n for n in declared_inputs if n not in kept))
+
+
+def _max_dims(graph: Graph, profiles: tuple[dict[str, ProfileRange], ...]) -> dict[str, int]:
+    """Symbolic dimension -> its largest size over every profile's max shape."""
+    dims: dict[str, int] = {}
+    for p in profiles:
+        for v in graph.inputs:
+            r = p.get(v.name)
+            if r is None or v.shape is None:
+                continue
+            for d, size in zip(v.shape, r.max):
+                if isinstance(d, str):
+                    dims[d] = max(dims.get(d, 0), size)
+    return dims
+
+
+def _sizes_at(graph: Graph, dims: dict[str, int]) -> dict[str, int]:
+    """Value sizes with the inputs at these dims: types re-inferred in place, then restored,
+    so dims derived inside the graph (exporters' 'unk__N') become numbers."""
+    saved = [(v, v.type) for v in graph.inputs] + [(v, v.type) for n in graph.nodes for v in n.outputs]
+    try:
+        for v in graph.inputs:
+            if isinstance(v.type, TensorType) and v.type.shape is not None:
+                v.type = TensorType(v.type.dtype, tuple(dims.get(d, d) if isinstance(d, str) else d
+                                                        for d in v.type.shape))
+        infer_graph_types(graph)
+        return {v.name: b for v, _ in saved if (b := value_nbytes(v.type, dims)) is not None}
+    finally:
+        for v, t in saved:
+            v.type = t
+
+
+def _fix_dims_the_profiles_fix(graph: Graph, profiles: tuple) -> None:
+    """A dynamic input dimension that every profile pins to one size (min == max) becomes that
+    number, as in a TensorRT engine built for it: Shape arithmetic on it then folds at build
+    time instead of running (and syncing with the host) at every inference."""
+    if not profiles:
+        return
+    for v in graph.inputs:
+        if not isinstance(v.type, TensorType) or v.type.shape is None:
+            continue
+        ranges = [p.shapes.get(v.name) for p in profiles]
+        if any(r is None for r in ranges):
+            continue
+        dims = list(v.type.shape)
+        for axis, dim in enumerate(dims):
+            if isinstance(dim, int):
+                continue
+            sizes = {r[0][axis] for r in ranges} | {r[2][axis] for r in ranges}
+            if len(sizes) == 1:
+                dims[axis] = sizes.pop()
+        v.type = TensorType(v.type.dtype, tuple(dims))
 
 
 def _check_inputs_typed(graph: Graph) -> None:
@@ -73,19 +134,56 @@ def _check_inputs_typed(graph: Graph) -> None:
             raise ConfigError(f"network input '{v.name}' has no type: declare its dtype")
 
 
-def _choose_tactics(graph: Graph, backend: str) -> None:
+def _choose_tactics(graph: Graph, device: torch.device, config: BuilderConfig) -> dict[str, Any]:
+    """Every layer's tactic: the default choice, then the auto-tuner's timing at the profiles'
+    opt shapes (or the fixed shapes) where a layer has several candidates. Returns the
+    tuning summary for build_info."""
+    backend = device.type
     missing = []
+    choices: dict[Node, TacticChoice] = {}
     for node in graph.walk():
         choice = select_tactic(node, backend)
         if choice is None:
             missing.append(f"'{node.name}' ({node.op_type})")
             continue
-        node.meta["tactic"] = choice.tactic
+        choices[node] = choice
+    if missing:
+        raise BuildError(f"no {backend} tactic for layer(s): {', '.join(missing)}")
+    cache: Optional[TimingCache] = None
+    if config.builder_cache:
+        cache = TimingCache.load(config.timing_cache_file) if config.timing_cache_file else TimingCache()
+    options = TuningOptions(avg_timing=config.avg_timing, min_timing=config.min_timing,
+                            disabled_sources=config.disabled_tactic_sources,
+                            workspace_limit_bytes=config.workspace_bytes, progress=config.tuning_progress)
+    # EnginePlan.library_version defaults to the running tensorkiln's version (builder/ may not
+    # import version.py directly).
+    environment = timing_environment(device, EnginePlan.library_version, tf32=config.tf32)
+    summary = tune_graph(graph, device, choices, _tuning_shapes(graph, config), options, cache, environment)
+    for node in graph.walk():
         if "precision" not in node.meta:  # set by assign_precisions for top-level layers
             out = node.outputs[0].type if node.outputs else None
             node.meta["precision"] = precision_name(out.dtype) if isinstance(out, TensorType) else "?"
-    if missing:
-        raise BuildError(f"no {backend} tactic for layer(s): {', '.join(missing)}")
+    result = summary.to_json()
+    result.update(avg_timing=config.avg_timing, min_timing=config.min_timing,
+                  disabled_sources=list(config.disabled_tactic_sources), workspace_bytes=config.workspace_bytes)
+    if cache is not None:
+        written = cache.added
+        cache.save()
+        result["timing_cache"] = {"file": config.timing_cache_file, "hits": cache.hits, "misses": cache.misses,
+                                  "entries_added": written}
+    return result
+
+
+def _tuning_shapes(graph: Graph, config: BuilderConfig) -> Union[list[dict[str, tuple[int, ...]]], str]:
+    """{input: shape} per profile to tune at (each profile's opt), or why there are none. Inputs
+    a profile leaves out take their static shape (or sizes of symbols other inputs fix)."""
+    if config.profiles:
+        return [{name: tuple(r[1]) for name, r in p.shapes.items()} for p in config.profiles]
+    dynamic = [v.name for v in graph.inputs if isinstance(v.type, TensorType) and not is_static(v.shape)]
+    if dynamic:
+        return (f"input(s) {', '.join(repr(n) for n in dynamic)} are dynamic and no optimization profile gives "
+                f"shapes to tune at: layers keep their default tactic")
+    return [{}]
 
 
 def _opt_dims(graph: Graph, profiles: tuple[dict[str, ProfileRange], ...]) -> dict[str, int]:

@@ -67,10 +67,37 @@ class BuilderConfig:
     layer_precisions: Mapping[str, str] = field(default_factory=dict)
     # "none" | "prefer" | "obey" (trtexec's --precisionConstraints).
     precision_constraints: str = "none"
+    # Tactic timing (tactics/autotune.py): each measurement averages `avg_timing` runs
+    # (trtexec's --avgTiming, default 8); at least `min_timing` measurements are taken, and
+    # never fewer than 3 (--minTiming, default 1); a candidate's time is their median.
+    avg_timing: int = 8
+    min_timing: int = 1
+    # Tactic sources left out (trtexec's --tacticSources, e.g. ("cudnn", "triton")); lower case.
+    disabled_tactic_sources: tuple[str, ...] = ()
+    # The timing cache file to read and update (trtexec's --timingCacheFile). Without one,
+    # a build still reuses timings between identical layers in memory.
+    timing_cache_file: Optional[str] = None
+    # False: no timing cache at all, not even a given file (trtexec's --noBuilderCache).
+    builder_cache: bool = True
+    # Workspace (scratch memory) a tactic may use, in bytes; None: no limit (trtexec's
+    # --memPoolSize=workspace:N). Candidates declaring more are left out.
+    workspace_bytes: Optional[int] = None
+    # Progress bar while tuning, on stderr: None = when stderr is a terminal.
+    tuning_progress: Optional[bool] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.profiles, tuple):
             object.__setattr__(self, "profiles", tuple(self.profiles))
+        sources = self.disabled_tactic_sources
+        sources = sources.split(",") if isinstance(sources, str) else sources
+        object.__setattr__(self, "disabled_tactic_sources",
+                           tuple(sorted({s.strip().lower().replace("_", "") for s in sources if s.strip()})))
+        if self.avg_timing < 1:
+            raise ConfigError(f"avg_timing (--avgTiming) must be >= 1, got {self.avg_timing}")
+        if self.min_timing < 1:
+            raise ConfigError(f"min_timing (--minTiming) must be >= 1, got {self.min_timing}")
+        if self.workspace_bytes is not None and self.workspace_bytes < 0:
+            raise ConfigError(f"workspace_bytes (--memPoolSize=workspace:N) must be >= 0, got {self.workspace_bytes}")
         object.__setattr__(self, "layer_precisions", dict(self.layer_precisions))
         check_layer_precisions(self.layer_precisions, self.precision_constraints)
 

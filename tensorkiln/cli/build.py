@@ -7,13 +7,15 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Optional, Sequence, TextIO
+from typing import Any, Optional, Sequence, TextIO
 
 from ..builder import Builder, BuilderConfig
 from ..engine import EnginePlan
+from ..errors import ConfigError
 from ..frontends.onnx import parse_onnx
 from ..ir import Graph
 from ..precision import CONSTRAINTS
+from ..tactics.autotune import BUILTIN_SOURCES, parse_tactic_sources
 from .device import resolve_device
 from .report import Log
 from .shapes import ShapeFlags, build_profile, format_dims, parse_shape_spec, split_items, split_name_value
@@ -39,6 +41,12 @@ The file is written atomically: a failed build leaves an existing file untouched
 """
 
 
+TRTEXEC_TUNING_FLAGS = {"avg": "--avgTiming", "min": "--minTiming", "sources": "--tacticSources",
+                        "cache": "--timingCacheFile", "no_cache": "--noBuilderCache", "pool": "--memPoolSize"}
+KILN_TUNING_FLAGS = {"avg": "--avg-timing", "min": "--min-timing", "sources": "--tactic-sources",
+                     "cache": "--timing-cache", "no_cache": "--no-builder-cache", "pool": "--mem-pool-size"}
+
+
 def make_parser() -> KilnArgumentParser:
     p = KilnArgumentParser(prog="kiln build", description=DESCRIPTION)
     p.add_argument("model", metavar="MODEL.onnx", help="the ONNX model to build")
@@ -62,9 +70,114 @@ def make_parser() -> KilnArgumentParser:
                    metavar="N", help="0: only the required passes; >= 1 folds, eliminates and fuses (default 3); "
                                      "layer names depend on it")
     p.add_argument("--device", metavar="cpu|cuda[:N]", help="device to build for (default: cpu)")
+    add_tuning_flags(p, KILN_TUNING_FLAGS, aliases=True)
     p.add_argument("--debug", action="store_true",
                    help="verify the graph after every pass; show tracebacks on errors")
     return p
+
+
+TUNING_HELP = """\
+Tactic tuning: layers with several implementations (tactics) are timed on the device at
+the profile's opt shapes (or the fixed shapes) and the fastest is kept. Each candidate's
+time is the median of at least max(minTiming, 3) measurements, each the mean of avgTiming
+runs. The timing cache file (JSON) keeps what was measured: a rebuild with a warm cache
+times nothing it knows; a corrupt file is an error naming it. Without a file, timings are
+still reused between identical layers of one build; the no-builder-cache flag turns all
+caching off.
+"""
+
+
+def add_tuning_flags(p: argparse.ArgumentParser, names: dict[str, str], aliases: bool = False) -> None:
+    """The auto-tuner's flags; `names` spells them (trtexec's or kiln's); with `aliases` the
+    trtexec spellings are accepted too."""
+    trtexec = TRTEXEC_TUNING_FLAGS
+
+    def flags(key: str) -> list[str]:
+        return [names[key]] + ([trtexec[key]] if aliases and trtexec[key] != names[key] else [])
+
+    group = p.add_argument_group("Tactic tuning", TUNING_HELP)
+    group.add_argument(*flags("avg"), dest="avg_timing", default=None, metavar="N",
+                       help="runs averaged per timing measurement (default = 8)")
+    group.add_argument(*flags("min"), dest="min_timing", default=None, metavar="N",
+                       help="minimum number of timing measurements per candidate (default = 1; at least 3 are "
+                            "taken)")
+    group.add_argument(*flags("sources"), dest="tactic_sources", default=None, metavar="SPEC",
+                       help="enable (+) or disable (-) tactic sources, applied in order to the default (all), "
+                            "written with '=': e.g. " + names["sources"] + "=-CUDNN,+CUBLAS,-TRITON; sources: "
+                            + ", ".join(s.upper() for s in BUILTIN_SOURCES)
+                            + " (reference tactics are always available)")
+    group.add_argument(*flags("cache"), dest="timing_cache_file", default=None, metavar="FILE",
+                       help="timing cache to read and update (created when missing)")
+    group.add_argument(*flags("no_cache"), dest="no_builder_cache", action="store_true",
+                       help="no timing cache at all, even with a timing cache file: time every layer")
+    group.add_argument(*flags("pool"), dest="mem_pool_size", action="append", default=None, metavar="SPEC",
+                       help="memory pool limits, e.g. workspace:1024 (MiB; suffixes B, K, M, G accepted, e.g. "
+                            "512M, 1G): tactics needing more workspace are not used. DLA pools and "
+                            "tacticSharedMem are accepted and ignored")
+
+
+MEMORY_POOLS = ("workspace", "dlaSRAM", "dlaLocalDRAM", "dlaGlobalDRAM", "tacticSharedMem")
+_SIZE_UNITS = {"B": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
+
+
+def parse_mem_pool_size(specs: Optional[Sequence[str]], flag: str, log: Log) -> Optional[int]:
+    """The workspace limit in bytes from trtexec's --memPoolSize=workspace:N[,pool:N] (MiB unless
+    a B/K/M/G suffix says otherwise; decimals allowed). Other pools are accepted and ignored."""
+    workspace: Optional[int] = None
+    for spec in specs or ():
+        for item in split_items(spec, flag):
+            pool, size = split_name_value(item, ":", flag, split_on_last=True)
+            match = {p.lower(): p for p in MEMORY_POOLS}.get(pool.strip().lower())
+            if match is None:
+                raise UsageError(f"{flag}: unknown memory pool '{pool}' (pools: {', '.join(MEMORY_POOLS)})")
+            text = size.strip()
+            suffix = text[-1:] if text[-1:].isalpha() else ""
+            try:
+                number = float(text[:len(text) - len(suffix)])
+            except ValueError:
+                raise UsageError(f"{flag}: size '{size}' of pool {match} is not a number") from None
+            unit = _SIZE_UNITS.get(suffix.upper()) if suffix else _SIZE_UNITS["M"]
+            if unit is None:
+                raise UsageError(f"{flag}: size '{size}' of pool {match} has an unknown suffix (use B, K, M or G)")
+            if not number >= 0 or number == float("inf"):
+                raise UsageError(f"{flag}: size of pool {match} must be a number >= 0, got '{size}'")
+            if match != "workspace":
+                log.warn(f"{flag}: pool {match} has no meaning for tensorkiln; ignored")
+                continue
+            workspace = int(number * unit)
+    return workspace
+
+
+def tuning_config(args: argparse.Namespace, names: dict[str, str], log: Log) -> dict[str, Any]:
+    """BuilderConfig fields from the tuning flags (add_tuning_flags)."""
+    fields: dict[str, Any] = {}
+    for dest, key in (("avg_timing", "avg"), ("min_timing", "min")):
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        try:
+            number = int(value)
+        except ValueError:
+            raise UsageError(f"{names[key]} takes an integer, got '{value}'") from None
+        if number < 1:
+            raise UsageError(f"{names[key]} must be >= 1, got {number}")
+        fields[dest] = number
+    if args.tactic_sources is not None:
+        try:
+            fields["disabled_tactic_sources"] = parse_tactic_sources(args.tactic_sources)
+        except ConfigError as exc:
+            raise UsageError(str(exc).replace("--tacticSources", names["sources"])) from None
+    if args.no_builder_cache:
+        fields["builder_cache"] = False
+        if args.timing_cache_file:
+            log.warn(f"{names['no_cache']}: the timing cache file '{args.timing_cache_file}' is neither read nor "
+                     f"written")
+    if args.timing_cache_file:
+        fields["timing_cache_file"] = args.timing_cache_file
+    workspace = parse_mem_pool_size(args.mem_pool_size, names["pool"], log)
+    if workspace is not None:
+        fields["workspace_bytes"] = workspace
+    return fields
 
 
 def shape_flags_from(args: argparse.Namespace, names: tuple[str, str, str, str]) -> ShapeFlags:
@@ -149,6 +262,7 @@ def print_build_summary(log: Log, plan: EnginePlan, seconds: float) -> None:
     for report in plan.build_info.get("passes", []):
         log.verbose(f"Pass {report['name']}: {report['layers_before']} -> {report['layers_after']} layers")
     print_precision_summary(log, plan.build_info.get("precision", {}))
+    print_tactic_summary(log, plan)
     memory = plan.memory
     if memory:
         peak = memory.get("peak_activation_bytes_at_opt")
@@ -162,6 +276,36 @@ def print_build_summary(log: Log, plan: EnginePlan, seconds: float) -> None:
     for layer in layers:
         log.verbose(f"Layer({layer['op']}): {layer['name']}, Tactic: {layer['tactic']}, "
                     f"Precision: {layer['precision']}, {layer['inputs']} -> {layer['outputs']}")
+
+
+def print_tactic_summary(log: Log, plan: EnginePlan) -> None:
+    """What the auto-tuner did: layers timed or answered by the cache, non-reference choices."""
+    tactics = plan.build_info.get("tactics")
+    if not tactics or not tactics.get("layers_with_choice"):
+        return
+    if tactics.get("skipped"):
+        log.warn(f"Tactics not tuned: {tactics['skipped']}")
+    else:
+        text = (f"Tactics: {tactics['layers_with_choice']} layer(s) with several candidates; "
+                f"{tactics['timed_layers']} timed ({tactics['candidates_timed']} candidate timings), "
+                f"{tactics['cached_layers']} from the timing cache, in {tactics['seconds']:.3g} s")
+        log.info(text)
+    if tactics.get("stopped"):
+        log.warn(f"Tuning stopped: {tactics['stopped']}")
+    chosen = tactics.get("tactics", {})
+    if chosen:
+        log.info("Non-reference tactics chosen: " + ", ".join(f"{name} x{n}" for name, n in chosen.items()))
+    cache = tactics.get("timing_cache")
+    if cache and cache.get("file"):
+        log.info(f"Timing cache '{cache['file']}': {cache['hits']} hit(s), {cache['misses']} miss(es), "
+                 f"{cache['entries_added']} entr{'y' if cache['entries_added'] == 1 else 'ies'} added")
+    for layer in plan.graph.nodes:
+        times = layer.meta.get("tactic_times_ms")
+        if times:
+            listed = ", ".join(f"{name} {ms:.4g} ms" for name, ms in sorted(times.items(), key=lambda kv: kv[1]))
+            log.verbose(f"Tactic timing {layer.name} ({layer.op_type}): {listed} -> {layer.meta['tactic']}")
+        for name, reason in layer.meta.get("tactic_rejected", {}).items():
+            log.verbose(f"  {layer.name}: tactic {name} not used: {reason}")
 
 
 def _bytes(count: int) -> str:
@@ -195,7 +339,8 @@ def run(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> 
     config = BuilderConfig(device=device, tf32=not args.no_tf32, fp16=args.fp16, bf16=args.bf16,
                            profiles=(profile,) if profile else (), debug=args.debug,
                            layer_precisions=layer_precisions, precision_constraints=constraints,
-                           **optimization_level(args.level, "--optimization-level"))
+                           **optimization_level(args.level, "--optimization-level"),
+                           **tuning_config(args, KILN_TUNING_FLAGS, log))
     plan = build_engine(graph, config, log)
     save_engine(plan, Path(args.output), log)
     return 0

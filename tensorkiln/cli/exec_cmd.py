@@ -21,8 +21,8 @@ from ..engine import load_plan
 from ..precision import CONSTRAINTS
 from ..runtime import ExecutionContext, Runtime
 from ..version import __version__
-from .build import (build_engine, optimization_level, parse_layer_precisions, precision_options, save_engine,
-                    shape_flags_from)
+from .build import (TRTEXEC_TUNING_FLAGS, add_tuning_flags, build_engine, optimization_level,
+                    parse_layer_precisions, precision_options, save_engine, shape_flags_from, tuning_config)
 from .device import resolve_exec_device
 from .ref_outputs import add_reference_flags, check_reference_outputs, validate_reference_flags
 from .report import IterationTimes, Log, print_performance_summary, print_trace_averages
@@ -86,6 +86,7 @@ def make_parser() -> KilnArgumentParser:
                             "names (for --layerPrecisions) depend on it")
     build.add_argument("--buildOnly", action="store_true", help="build (and save) the engine; skip inference")
     build.add_argument("--skipInference", action="store_true", help="same as --buildOnly")
+    add_tuning_flags(p, TRTEXEC_TUNING_FLAGS)
     inference = p.add_argument_group("Inference Options")
     inference.add_argument("--iterations", default="10", metavar="N",
                            help="run at least N inference iterations (default = 10)")
@@ -100,7 +101,9 @@ def make_parser() -> KilnArgumentParser:
     inference.add_argument("--loadInputs", action="append", metavar="SPEC",
                            help="input values from files: name:file.npy|.bin|.npz, comma separated")
     inference.add_argument("--useCudaGraph", action="store_true",
-                           help="accepted; takes effect with the CUDA backend")
+                           help="capture the engine in a CUDA graph per input shape (the default on CUDA)")
+    inference.add_argument("--noCudaGraph", action="store_true",
+                           help="run the engine's layers one by one instead of replaying a CUDA graph")
     inference.add_argument("--noDataTransfers", action="store_true",
                            help="leave out host-to-device and device-to-host copies (CUDA backend)")
     inference.add_argument("--separateProfileRun", action="store_true",
@@ -162,7 +165,13 @@ def _check_combination(args: argparse.Namespace, log: Log) -> None:
                                          ("--minShapes", args.min_shapes), ("--optShapes", args.opt_shapes),
                                          ("--maxShapes", args.max_shapes), ("--layerPrecisions", args.layerPrecisions),
                                          ("--precisionConstraints", args.precisionConstraints),
-                                         ("--builderOptimizationLevel", args.builderOptimizationLevel is not None))
+                                         ("--builderOptimizationLevel", args.builderOptimizationLevel is not None),
+                                         ("--avgTiming", args.avg_timing is not None),
+                                         ("--minTiming", args.min_timing is not None),
+                                         ("--tacticSources", args.tactic_sources is not None),
+                                         ("--timingCacheFile", args.timing_cache_file is not None),
+                                         ("--noBuilderCache", args.no_builder_cache),
+                                         ("--memPoolSize", args.mem_pool_size is not None))
                    if on]
         if ignored:
             log.warn(f"{', '.join(ignored)} only affect building; ignored with --loadEngine")
@@ -186,10 +195,10 @@ def run(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> 
     device = resolve_exec_device(args.device, args.backend, plan.device.backend if plan else None)
     on_gpu = device.startswith("cuda")
     _print_options(log, args, device, iterations, warm_up_ms, duration_s, avg_runs, percentiles)
-    if (args.useCudaGraph or args.noDataTransfers) and not on_gpu:
-        log.warn("--useCudaGraph/--noDataTransfers take effect with the CUDA backend; ignored on the CPU")
-    if args.useCudaGraph and on_gpu:
-        log.warn("--useCudaGraph: the runtime does not capture CUDA graphs yet; running without one")
+    if (args.useCudaGraph or args.noCudaGraph or args.noDataTransfers) and not on_gpu:
+        log.warn("--useCudaGraph/--noCudaGraph/--noDataTransfers take effect with the CUDA backend; ignored on the CPU")
+    if args.useCudaGraph and args.noCudaGraph:
+        raise UsageError("--useCudaGraph and --noCudaGraph contradict each other")
 
     file_arrays: dict[str, np.ndarray] = {}
     if plan is None:
@@ -210,7 +219,9 @@ def run(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> 
         config = BuilderConfig(device=device, tf32=not args.noTF32, fp16=args.fp16, bf16=args.bf16,
                                profiles=(profile,) if profile else (), layer_precisions=layer_precisions,
                                precision_constraints=constraints,
-                               **optimization_level(args.builderOptimizationLevel, "--builderOptimizationLevel"))
+                               **optimization_level(args.builderOptimizationLevel, "--builderOptimizationLevel"),
+                               **tuning_config(args, TRTEXEC_TUNING_FLAGS, log),
+                               tuning_progress=True if args.verbose else None)
         plan = build_engine(graph, config, log)
         if args.saveEngine:
             save_engine(plan, Path(args.saveEngine), log)
@@ -222,7 +233,9 @@ def run(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> 
                  f"{plan.device.describe()}, {len(plan.layers)} layers)")
 
     engine = Runtime(device).load(plan, source_name=args.loadEngine or "")
-    context = engine.create_execution_context()
+    context = engine.create_execution_context(cuda_graph=not args.noCudaGraph)
+    if on_gpu and engine.device_memory_size:
+        log.info(f"Device memory for activations (arena at opt shapes): {engine.device_memory_size} bytes")
     if not file_arrays:
         file_arrays = read_input_files([p for p in file_pairs if not is_raw(p[1])], engine.inputs, {},
                                        "--loadInputs")
@@ -252,6 +265,8 @@ def run(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> 
         write_json(Path(args.exportTimes), [t.as_json() for t in times])
         log.info(f"Timing of {len(times)} iterations written to '{args.exportTimes}'")
     print_trace_averages(log, times, avg_runs, on_gpu)
+    for warning in getattr(context, "warnings", []):
+        log.warn(warning)
     print_performance_summary(log, times, percentiles, on_gpu, data_transfers=not args.noDataTransfers)
     return 0 if check_reference_outputs(args, outputs, log) else 1
 
@@ -267,6 +282,10 @@ def _print_options(log: Log, args: argparse.Namespace, device: str, iterations: 
         log.info(f"Precision: {'+'.join(precisions)}{'' if args.noTF32 else ' (TF32 allowed)'}")
         log.info(f"Precision constraints: {args.precisionConstraints or 'None'}")
         log.info(f"Layer precisions: {','.join(args.layerPrecisions or []) or 'none'}")
+        log.info(f"Tactic timing: avgTiming {args.avg_timing or 8}, minTiming {args.min_timing or 1}; "
+                 f"tactic sources: {args.tactic_sources or 'default'}")
+        cache = "disabled" if args.no_builder_cache else (args.timing_cache_file or "in memory (this build only)")
+        log.info(f"Timing cache: {cache}")
         log.info(f"Save engine: {args.saveEngine or ''}")
     log.info("=== Inference Options ===")
     log.info(f"Iterations: {iterations}")

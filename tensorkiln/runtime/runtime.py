@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from contextlib import nullcontext
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 
 from ..engine import DeviceInfo, EnginePlan, IOTensor, deserialize_plan, load_plan
-from ..errors import EngineFormatError, ExecutionError, ShapeError
+from ..errors import ConfigError, EngineFormatError, ExecutionError, ShapeError
 from ..ir import Node, OptionalType
 from ..tactics import find_tactic
 from ..tactics.device import describe_device, parse_device
+from .cuda_graph import CudaGraphs, capture_blocker
 from .executor import GraphExecutor, TacticFn
-from .io import check_inputs, missing_or_extra, to_runtime_value, to_user_value
+from .io import (check_inputs, copy_into_user_buffers, device_to_host, missing_or_extra, to_runtime_value,
+                 to_user_value)
+from .tf32 import tf32_scope
 
 PlanSource = Union[str, os.PathLike, bytes, bytearray, EnginePlan]
 
@@ -57,6 +61,9 @@ class Engine:
     def __init__(self, plan: EnginePlan, device: torch.device):
         self.plan = plan
         self.device = device
+        # Set once a capture fails (or the graph is found uncapturable): every context of
+        # this engine then runs eagerly.
+        self._cuda_graph_failure: Optional[str] = None
         self._resolved: dict[int, TacticFn] = {}
         for node in plan.graph.walk():
             self._resolved[id(node)] = self._bind(node)
@@ -96,53 +103,188 @@ class Engine:
     def layers(self) -> list[dict[str, Any]]:
         return self.plan.layers
 
-    def create_execution_context(self) -> "ExecutionContext":
-        return ExecutionContext(self)
+    @property
+    def device_memory_size(self) -> Optional[int]:
+        """Bytes of the activation arena the builder planned (at the profiles' max shapes);
+        None for plans without one (built before the arena plan, or with activations whose
+        size is only known at run time). Tactics allocate through torch's caching allocator,
+        which serves this plan's peak: see tensorkiln/planner/arena.py."""
+        size = self.plan.memory.get("device_memory_size")
+        return int(size) if isinstance(size, int) else None
+
+    @property
+    def tf32(self) -> bool:
+        """Whether FP32 matmuls and convolutions may use TF32 (the build setting; CUDA only)."""
+        return bool(self.plan.build_config.get("tf32", True))
+
+    @property
+    def cuda_graph_failure(self) -> Optional[str]:
+        """Why this engine cannot be captured into a CUDA graph (None while nothing says so)."""
+        return self._cuda_graph_failure
+
+    def create_execution_context(self, cuda_graph: bool = True) -> "ExecutionContext":
+        """`cuda_graph`: capture the engine into a CUDA graph per input shape and replay it
+        (CUDA only; the CPU backend ignores it)."""
+        return ExecutionContext(self, cuda_graph=cuda_graph)
+
+
+Outputs = Mapping[str, Any]
 
 
 class ExecutionContext:
-    """Runs an engine. Numpy inputs give numpy outputs; torch tensors (any of them) give torch tensors."""
+    """Runs an engine. Numpy inputs give numpy outputs; torch tensors (any of them) give torch tensors.
 
-    def __init__(self, engine: Engine):
+    On CUDA, `execute` enqueues its work on a stream (the current one, or `stream=`) and
+    returns without waiting for it when the inputs are torch tensors, as torch ops do;
+    numpy outputs are copied to the host and so wait for that stream (only that stream).
+    Torch tensors already on the engine's device are read in place; other inputs are copied
+    to the device. A context runs one inference at a time: use one context per concurrent stream.
+    """
+
+    def __init__(self, engine: Engine, cuda_graph: bool = True):
         self.engine = engine
         self._specs = engine.inputs
         self._ignored = frozenset(engine.plan.ignored_inputs)
         self._checked: set[tuple] = set()
+        self._on_cuda = engine.device.type == "cuda"
+        # One line per problem met (e.g. why CUDA graphs are off), for the caller to show.
+        self.warnings: list[str] = []
+        self._graphs: Optional[CudaGraphs] = None
+        if cuda_graph and self._on_cuda:
+            if engine._cuda_graph_failure is None:
+                engine._cuda_graph_failure = capture_blocker(engine.plan.graph)
+            if engine._cuda_graph_failure is not None:
+                self.warnings.append(f"CUDA graphs are off for this engine: {engine._cuda_graph_failure}")
+            else:
+                self._graphs = CudaGraphs(engine.device)
 
-    def execute(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        return self._execute(inputs, None)
+    @property
+    def cuda_graph(self) -> bool:
+        """Whether calls are (or will be, after the warm-up call of a shape) replayed from CUDA graphs."""
+        return self._graphs is not None
 
-    def execute_debug(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    def execute(self, inputs: Mapping[str, Any], stream: Optional["torch.cuda.Stream"] = None,
+                outputs: Optional[Outputs] = None) -> dict[str, Any]:
+        """Run the engine. `stream`: the CUDA stream to enqueue on (default: the current one).
+        `outputs`: preallocated tensors (torch, or numpy arrays) by output name to copy the
+        results into; those entries of the result are the given objects."""
+        return self._execute(inputs, None, stream, outputs)
+
+    def execute_debug(self, inputs: Mapping[str, Any], stream: Optional["torch.cuda.Stream"] = None
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Outputs, and every layer's output tensors by name in layer order (TensorRT's debug
-        tensors). A fused layer's output keeps the name of the last tensor it replaced."""
+        tensors). A fused layer's output keeps the name of the last tensor it replaced.
+        Always runs eagerly (no CUDA graph)."""
         record: dict[str, Any] = {}
-        outputs = self._execute(inputs, record)
+        outputs = self._execute(inputs, record, stream, None)
         return outputs, record
 
-    def _execute(self, inputs: Mapping[str, Any], record: Optional[dict[str, Any]]) -> dict[str, Any]:
+    def input_buffers(self, shapes: Mapping[str, Sequence[int]]) -> dict[str, torch.Tensor]:
+        """The CUDA graph's own input tensors for these input shapes (allocated on first ask).
+        Writing the inputs into them and passing them to `execute` skips the input copies."""
+        if self._graphs is None:
+            raise ConfigError("input_buffers needs an execution context with CUDA graphs on (a CUDA engine)")
+        problem = missing_or_extra(self._specs, shapes)
+        if problem:
+            raise ShapeError(problem)
+        like = [torch.empty(tuple(shapes[s.name]), dtype=s.dtype.torch, device="meta") for s in self._specs]
+        key = tuple((tuple(x.shape), str(x.dtype)) for x in like)
+        if key not in self._checked:
+            check_inputs(self._specs, dict(zip([s.name for s in self._specs], like)))
+            self._checked.add(key)
+        statics = self._graphs.static_inputs(key, like)
+        return {s.name: t for s, t in zip(self._specs, statics)}
+
+    def _stream_scope(self, stream: Optional["torch.cuda.Stream"]) -> Any:
+        if stream is None:
+            return nullcontext()
+        if not self._on_cuda:
+            raise ConfigError("a CUDA stream was given to an engine that runs on the CPU")
+        if stream.device != self.engine.device:
+            raise ConfigError(f"the stream is on {stream.device}, the engine on {self.engine.device}")
+        return torch.cuda.stream(stream)
+
+    def _tf32(self) -> Any:
+        return tf32_scope(self.engine.tf32) if self._on_cuda else nullcontext()
+
+    def _execute(self, inputs: Mapping[str, Any], record: Optional[dict[str, Any]],
+                 stream: Optional["torch.cuda.Stream"], outputs: Optional[Outputs]) -> dict[str, Any]:
         problem = missing_or_extra(self._specs, inputs, self._ignored)
         if problem:
             raise ShapeError(problem)
+        if outputs:
+            unknown = [n for n in outputs if n not in self.engine.output_names]
+            if unknown:
+                raise ShapeError(f"preallocated output(s) {unknown} are not outputs of the engine; "
+                                 f"its outputs are {self.engine.output_names}")
+        with self._stream_scope(stream):
+            return self._run(inputs, record, outputs)
+
+    def _run(self, inputs: Mapping[str, Any], record: Optional[dict[str, Any]],
+             outputs: Optional[Outputs]) -> dict[str, Any]:
         device = self.engine.device
+        graphs = self._graphs if record is None else None
         values: dict[str, Any] = {}
         any_torch = False
         for spec in self._specs:
-            values[spec.name], was_numpy = to_runtime_value(spec, inputs[spec.name], device)
+            # With CUDA graphs, host inputs stay on the host (pinned when large) and are
+            # copied straight into the graph's static buffers.
+            values[spec.name], was_numpy = to_runtime_value(spec, inputs[spec.name], device,
+                                                            keep_on_host=graphs is not None)
             any_torch |= not was_numpy
         key = tuple((tuple(values[s.name].shape), str(values[s.name].dtype)) for s in self._specs if s.is_tensor)
         if key not in self._checked:
             check_inputs(self._specs, values)
             self._checked.add(key)
-        outs = self.engine.executor.run([values[s.name] for s in self._specs], record=record)
+        feeds = [values[s.name] for s in self._specs]
         as_numpy = not any_torch
+        if graphs is not None and self.engine._cuda_graph_failure is None and not graphs.wants_eager(key):
+            outs = self._replay(graphs, key, feeds)
+            if outs is not None:
+                try:
+                    return self._deliver(outs, as_numpy, outputs, fresh=False)
+                finally:
+                    graphs.finished()
+        feeds = [x.to(device, non_blocking=x.is_pinned()) if isinstance(x, torch.Tensor) and x.device != device
+                 else x for x in feeds]
+        with self._tf32():
+            outs = self.engine.executor.run(feeds, record=record)
         if record is not None:
             for name in list(record):
                 record[name] = to_user_value(record[name], as_numpy)
-        result = {}
+        return self._deliver(outs, as_numpy, outputs, fresh=True)
+
+    def _replay(self, graphs: CudaGraphs, key: tuple, feeds: list[Any]) -> Optional[list[Any]]:
+        """The graph's static outputs for these feeds, or None when the capture failed."""
+        try:
+            return graphs.run(key, feeds, lambda xs: self.engine.executor.run(xs), self._tf32)
+        except Exception as exc:  # noqa: BLE001 - any capture failure means: run eagerly from now on
+            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            self.engine._cuda_graph_failure = f"capture failed ({reason})"
+            self.warnings.append(f"CUDA graph capture failed; running eagerly from now on: {reason}")
+            self._graphs = None
+            return None
+
+    def _deliver(self, outs: list[Any], as_numpy: bool, outputs: Optional[Outputs], fresh: bool
+                 ) -> dict[str, Any]:
+        """The result dict. `fresh`: the tensors belong to this call (else they are a CUDA
+        graph's static outputs, which the next replay overwrites: copy them out)."""
         for spec, value in zip(self.engine.outputs, outs):
             if value is None and not isinstance(spec.type, OptionalType):
                 raise ExecutionError(f"output '{spec.name}' was not produced")
-            result[spec.name] = to_user_value(value, as_numpy)
-        return result
+        names = self.engine.output_names
+        result: dict[str, Any] = {}
+        if outputs:
+            result.update(copy_into_user_buffers(
+                {n: v for n, v in zip(names, outs) if n in outputs}, outputs))
+        rest = [(n, v) for n, v in zip(names, outs) if n not in result]
+        if as_numpy and self._on_cuda:
+            result.update(zip([n for n, _ in rest], device_to_host([v for _, v in rest])))
+        else:
+            for n, v in rest:
+                if not fresh and isinstance(v, torch.Tensor):
+                    v = v.clone()
+                result[n] = to_user_value(v, as_numpy)
+        return {n: result[n] for n in names}
 
     __call__ = execute

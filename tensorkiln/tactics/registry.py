@@ -8,7 +8,7 @@ that returns the reason it does not apply to a node (or None when it does).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
@@ -27,12 +27,24 @@ def _always(node: Node) -> Optional[str]:
 
 @dataclass(frozen=True)
 class Tactic:
+    """One implementation of an op on a backend.
+
+    `source` names the library the tactic's kernels come from ("torch", "cudnn", "cublas",
+    "cublaslt", "triton", ...), lower case: trtexec's --tacticSources=-CUDNN,+CUBLAS enables and
+    disables tactics by it. The reference tactic is never filtered out (every layer keeps an
+    implementation).
+    """
+
     name: str
     op_type: str
     backend: str
     run: RunFn
     domain: str = ""
     supports: Callable[[Node], Optional[str]] = field(default=_always, compare=False)
+    source: str = "torch"
+    # Scratch memory the tactic needs beyond its output: bytes, or a function of (node,
+    # inputs); --memPoolSize=workspace:N excludes tactics that need more.
+    workspace_bytes: Optional[Union[int, Callable[[Node, list], int]]] = field(default=None, compare=False)
 
     @property
     def key(self) -> str:

@@ -1,8 +1,10 @@
-"""Choosing a tactic for a node: the fastest applicable candidate.
+"""A layer's default tactic choice and the candidates considered for it.
 
-With a single applicable candidate nothing is timed. Timing several candidates on the
-device (the autotuner) lands with the CUDA backend's first non-reference tactic; until
-then every op has exactly one candidate per backend, the reference.
+`select_tactic` lists every tactic of the node's op on the backend with the reason it
+does not apply (None when it does) and picks the default: the first applicable one, the
+reference. The auto-tuner (autotune.py) times the applicable candidates on the device
+and replaces the default with the fastest; layers it does not tune (a single candidate,
+no shapes to tune at, subgraph layers) keep the default.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ class TacticChoice:
     tactic: str
     # Each candidate's name and why it was rejected (None for applicable ones).
     considered: tuple[tuple[str, Optional[str]], ...]
+
+    @property
+    def applicable(self) -> list[str]:
+        return [name for name, reason in self.considered if reason is None]
 
 
 def select_tactic(node: Node, backend: str) -> Optional[TacticChoice]:

@@ -1,0 +1,156 @@
+"""CUDA graphs: capture a whole engine once per input-shape signature, then replay it.
+
+Replaying a captured graph launches every kernel of the engine with one call, so the
+per-layer Python and launch overhead disappears (it dominates small models at batch 1).
+
+Life of a signature (the inputs' shapes and dtypes):
+1. first call: runs eagerly. This is the warm-up: lazily built tactic state, cuBLAS
+   handles and workspaces, cuDNN plans are set up outside any capture.
+2. second call: allocate static input buffers, copy the inputs in, run once more on the
+   capture stream (per-stream lazy state), then capture the engine into a
+   torch.cuda.CUDAGraph and replay it for this call. torch's capture synchronizes the
+   device once (here, once per signature, never on the replay path).
+3. later calls: copy the inputs into the static buffers (skipped when the caller hands in
+   the static buffers themselves, see `ExecutionContext.input_buffers`), replay, and copy
+   the outputs out of the graph's static output tensors (fresh tensors, or the caller's
+   preallocated ones).
+
+All graphs of one context share one memory pool. That is safe because a context runs
+one inference at a time: each replay's outputs are copied out on the replay's stream
+right after the replay, before any other graph of the pool can run, and a call on a
+stream other than the previous call's first waits for the previous call's work.
+
+A capture fails when a layer needs the host in the middle of the engine (data-dependent
+output shapes such as NonZero, host-side control flow, values read back with .item()).
+Then the context records a one-line warning, the engine remembers that it cannot be
+captured, and every later call runs eagerly.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from ..ir import Graph, TensorType
+
+Signature = tuple
+RunFn = Callable[[Sequence[Any]], list[Any]]
+
+
+def capture_blocker(graph: Graph) -> Optional[str]:
+    """Why this graph cannot be captured at all (None when it may be): found without trying."""
+    for v in list(graph.inputs) + list(graph.outputs):
+        if not isinstance(v.type, TensorType):
+            return f"'{v.name}' is a sequence/optional: CUDA graphs need tensor inputs and outputs"
+    for node in graph.nodes:
+        if any(True for _ in node.subgraphs()):
+            return f"layer '{node.name}' ({node.op_type}) runs control flow on the host"
+    return None
+
+
+@dataclass
+class _Entry:
+    static_inputs: Optional[list[torch.Tensor]] = None
+    eager_calls: int = 0
+    graph: Optional[torch.cuda.CUDAGraph] = None
+    static_outputs: list[Optional[torch.Tensor]] = field(default_factory=list)
+
+
+def _static_like(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return torch.empty(tuple(x.shape), dtype=x.dtype, device=device)
+
+
+def _is_same_buffer(x: torch.Tensor, static: torch.Tensor) -> bool:
+    return (x.data_ptr() == static.data_ptr() and x.dtype == static.dtype and x.shape == static.shape
+            and x.stride() == static.stride() and x.device == static.device)
+
+
+class CudaGraphs:
+    """The captured graphs of one execution context, by input signature."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._entries: dict[Signature, _Entry] = {}
+        self._pool: Any = None
+        self._capture_stream: Optional[torch.cuda.Stream] = None
+        # The stream and the event after the previous call's last use of the static buffers.
+        self._last_stream: Optional[torch.cuda.Stream] = None
+        self._done = None
+
+    @property
+    def captured_signatures(self) -> list[Signature]:
+        return [k for k, e in self._entries.items() if e.graph is not None]
+
+    def static_inputs(self, key: Signature, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        entry = self._entries.setdefault(key, _Entry())
+        if entry.static_inputs is None:
+            entry.static_inputs = [_static_like(x, self.device) for x in like]
+        return entry.static_inputs
+
+    def wants_eager(self, key: Signature) -> bool:
+        """True for a signature's first call (the warm-up), which the caller runs eagerly."""
+        entry = self._entries.setdefault(key, _Entry())
+        if entry.graph is None and entry.eager_calls == 0:
+            entry.eager_calls += 1
+            return True
+        return False
+
+    def run(self, key: Signature, feeds: Sequence[torch.Tensor], run_eagerly: RunFn,
+            in_tf32_scope: Callable[[], Any]) -> list[Optional[torch.Tensor]]:
+        """Replay the graph of `key` with `feeds` (capturing it first if needed) on the current
+        stream; returns the graph's static outputs, valid until the next call. Raises what the
+        capture raised when it fails (the caller falls back to eager)."""
+        entry = self._entries[key]
+        stream = torch.cuda.current_stream(self.device)
+        if self._last_stream is not None and self._last_stream != stream:
+            stream.wait_event(self._done)
+        statics = self.static_inputs(key, feeds)
+        for x, static in zip(feeds, statics):
+            if not _is_same_buffer(x, static):
+                static.copy_(x, non_blocking=True)
+        if entry.graph is None:
+            self._capture(entry, statics, run_eagerly, in_tf32_scope)
+        else:
+            entry.graph.replay()
+        return entry.static_outputs
+
+    def finished(self) -> None:
+        """Mark the end of this call's use of the static buffers (outputs copied out)."""
+        stream = torch.cuda.current_stream(self.device)
+        if self._done is None:
+            self._done = torch.cuda.Event()
+        self._done.record(stream)
+        self._last_stream = stream
+
+    def _capture(self, entry: _Entry, statics: list[torch.Tensor], run_eagerly: RunFn,
+                 in_tf32_scope: Callable[[], Any]) -> None:
+        caller = torch.cuda.current_stream(self.device)
+        if self._capture_stream is None:
+            self._capture_stream = torch.cuda.Stream(self.device)
+            self._pool = torch.cuda.graph_pool_handle()
+        side = self._capture_stream
+        side.wait_stream(caller)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with in_tf32_scope():
+                with torch.cuda.stream(side):
+                    run_eagerly(statics)  # per-stream lazy state (cuBLAS workspace) outside the capture
+                # "thread_local": only this thread's unsafe calls (host syncs) end the capture;
+                # other threads of the process keep working meanwhile.
+                with warnings.catch_warnings():
+                    # A failed capture ends empty; the caller reports the failure itself.
+                    warnings.filterwarnings("ignore", message="The CUDA Graph is empty")
+                    with torch.cuda.graph(graph, pool=self._pool, stream=side, capture_error_mode="thread_local"):
+                        outs = run_eagerly(statics)
+        finally:
+            caller.wait_stream(side)
+        for i, out in enumerate(outs):
+            if out is not None and not isinstance(out, torch.Tensor):
+                raise TypeError(f"output {i} is a {type(out).__name__}, not a tensor")
+        entry.graph = graph
+        entry.static_outputs = list(outs)
+        # The capture recorded the kernels without running them: run them for this call.
+        graph.replay()

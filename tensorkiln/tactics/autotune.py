@@ -1,0 +1,536 @@
+"""The auto-tuner: time every applicable tactic of every layer on the device, keep the fastest.
+
+Tactics are tuned at each optimization profile's opt shape (or at the network's fixed
+shapes). The graph runs layer by layer on seeded random inputs at those shapes
+(floats ~ N(0, 1), integers in [0, 8) or below the size of the axis a Gather indexes
+with them, booleans 0/1); every later value is real, computed by the chosen tactics. At
+each layer with more than one applicable candidate, each candidate runs on the layer's
+actual inputs: one call whose output is kept (and whose shape and dtype must match the
+reference's), one warm-up call, then `measurements` (max(min_timing, 3)) measurements of
+`avg_timing` back-to-back calls each (trtexec's --avgTiming, default 8, and --minTiming,
+default 1); a candidate's time is the median of the per-call means. CUDA is timed with
+CUDA events on the current stream, the CPU with time.perf_counter.
+
+The fastest candidate wins and its output feeds the layers after it, so a tactic that
+leaves a different memory layout (channels_last from an NHWC convolution, say) is what
+the next layer's candidates are timed on: converting back is the next layer's cost.
+The choice is greedy, layer by layer, not a search over whole layout chains as TensorRT
+does. With several profiles every profile's graph runs in lock step and the candidate
+with the lowest mean time over the profiles wins (a layer has one tactic per engine).
+
+A layer with a single applicable candidate is never timed. Layers inside subgraphs
+(If/Loop/Scan bodies) keep their default tactic. A candidate that raises is left out,
+with the reason; if the reference tactic itself fails on the random inputs (an index
+input the random values do not suit, a shape tensor fed as input), tuning stops there
+and that layer and the ones after it keep their default tactic; the build summary says
+so. The timing cache (timing_cache.py) answers for layers it knows: their candidates are
+not timed again, only the winner runs to feed the layers after it.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import sys
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from ..errors import BuildError, ConfigError
+from ..ir import DType, Graph, Node, TensorType, free_names_of_subgraphs, numpy_to_torch
+from ..ops import RunContext
+from .device import describe_device
+from . import registry as _registry
+from .registry import REFERENCE, Tactic, find_tactic
+from .select import TacticChoice
+from .timing_cache import CacheEntry, TimingCache, layer_key
+
+DEFAULT_AVG_TIMING = 8  # trtexec --avgTiming
+DEFAULT_MIN_TIMING = 1  # trtexec --minTiming
+MIN_MEASUREMENTS = 3    # a median of fewer says little
+INDEX_HIGH = 8          # random integer inputs lie in [0, INDEX_HIGH) unless a Gather needs fewer
+
+# Tactic sources --tacticSources knows besides those registered tactics declare. TensorRT's
+# EDGE_MASK_CONVOLUTIONS and JIT_CONVOLUTIONS are accepted (no tensorkiln tactic comes from
+# them) so trtexec command lines keep working.
+BUILTIN_SOURCES = ("torch", "cublas", "cublaslt", "cudnn", "triton", "edgemaskconvolutions", "jitconvolutions")
+
+
+def _source_key(name: str) -> str:
+    return name.strip().lower().replace("_", "")
+
+
+def known_tactic_sources() -> tuple[str, ...]:
+    found = set(BUILTIN_SOURCES)
+    for tactics in _registry._EXTRA.values():
+        found.update(_source_key(t.source) for t in tactics)
+    return tuple(sorted(found))
+
+
+def parse_tactic_sources(spec: str) -> tuple[str, ...]:
+    """trtexec's --tacticSources ('-CUDNN,+CUBLAS,-TRITON'): entries apply in order to the default
+    (every source enabled); returns the sources left disabled. Names are case-insensitive and
+    underscores are ignored (CUBLAS_LT = cublaslt)."""
+    disabled: set[str] = set()
+    known = known_tactic_sources()
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        sign, name = item[0], _source_key(item[1:])
+        if sign not in "+-" or not name:
+            raise ConfigError(f"--tacticSources entry '{item}' must be +NAME or -NAME (e.g. -CUDNN,+CUBLAS)")
+        if name not in known:
+            raise ConfigError(f"unknown tactic source '{item[1:]}' in --tacticSources (known: "
+                              f"{', '.join(s.upper() for s in known)})")
+        if sign == "-":
+            disabled.add(name)
+        else:
+            disabled.discard(name)
+    return tuple(sorted(disabled))
+
+
+def workspace_need(tactic: Tactic, node: Node, inputs: Sequence[Any]) -> Optional[int]:
+    """Scratch memory a tactic declares for these inputs, in bytes (None: it declares none).
+
+    A tactic declares it with a `workspace_bytes` attribute: an int, or a function
+    (node, inputs) -> int."""
+    declared = getattr(tactic, "workspace_bytes", None)
+    if declared is None:
+        return None
+    return int(declared(node, inputs) if callable(declared) else declared)
+
+
+def timing_environment(device: torch.device, library_version: str, **settings: Any) -> dict[str, Any]:
+    """What timings depend on besides the layer: the device, the library versions, math settings."""
+    _, name, capability = describe_device(device)
+    env: dict[str, Any] = {"device": name, "tensorkiln": library_version, "torch": torch.__version__}
+    if capability is not None:
+        env["compute_capability"] = f"{capability[0]}.{capability[1]}"
+    else:
+        env["cpu"] = f"{platform.machine()} {platform.processor()}".strip()
+        env["threads"] = torch.get_num_threads()
+    env.update(settings)
+    return env
+
+
+@dataclass(frozen=True)
+class TuningOptions:
+    avg_timing: int = DEFAULT_AVG_TIMING
+    min_timing: int = DEFAULT_MIN_TIMING
+    # Tactic sources to leave out (normalized names, see parse_tactic_sources).
+    disabled_sources: tuple[str, ...] = ()
+    # Candidates declaring more workspace than this are left out (None: no limit).
+    workspace_limit_bytes: Optional[int] = None
+    # Progress bar on stderr: None = only when stderr is a terminal.
+    progress: Optional[bool] = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.avg_timing < 1:
+            raise ConfigError(f"avg_timing (--avgTiming) must be >= 1, got {self.avg_timing}")
+        if self.min_timing < 1:
+            raise ConfigError(f"min_timing (--minTiming) must be >= 1, got {self.min_timing}")
+        if self.workspace_limit_bytes is not None and self.workspace_limit_bytes < 0:
+            raise ConfigError(f"workspace limit must be >= 0 bytes, got {self.workspace_limit_bytes}")
+
+    @property
+    def measurements(self) -> int:
+        return max(self.min_timing, MIN_MEASUREMENTS)
+
+
+@dataclass
+class TuningSummary:
+    """What tuning did, for build_info."""
+
+    shapes: list[dict[str, list[int]]] = field(default_factory=list)
+    layers: int = 0
+    layers_with_choice: int = 0
+    timed_layers: int = 0
+    cached_layers: int = 0
+    candidates_timed: int = 0
+    seconds: float = 0.0
+    # Why nothing was tuned, or where tuning stopped (None when it ran through).
+    skipped: Optional[str] = None
+    stopped: Optional[str] = None
+    chosen: Counter = field(default_factory=Counter)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tuned_at": self.shapes, "layers": self.layers, "layers_with_choice": self.layers_with_choice,
+                "timed_layers": self.timed_layers, "cached_layers": self.cached_layers,
+                "candidates_timed": self.candidates_timed, "seconds": round(self.seconds, 4),
+                "skipped": self.skipped, "stopped": self.stopped,
+                "tactics": dict(sorted(self.chosen.items()))}
+
+
+class _CannotTune(Exception):
+    """The network's inputs cannot be made up (no shapes, a dtype without torch support...)."""
+
+
+class _LayerFailed(Exception):
+    """A layer's reference tactic (or every candidate) failed on the tuning inputs."""
+
+
+Shapes = Mapping[str, Sequence[int]]
+
+
+def tune_graph(graph: Graph, device: torch.device, choices: Mapping[Node, TacticChoice],
+               shapes: Union[Sequence[Shapes], str], options: TuningOptions, cache: Optional[TimingCache],
+               environment: Mapping[str, Any]) -> TuningSummary:
+    """Set node.meta["tactic"] on every layer (subgraphs included) and, on tuned layers,
+    "tactic_time_ms", "tactic_times_ms" (every timed candidate) and "tactic_rejected".
+
+    `choices` holds each layer's default choice and the candidates considered (select_tactic);
+    `shapes` is one {input: shape} per profile to tune at, or the reason no shapes are known.
+    """
+    started = time.perf_counter()
+    backend = device.type
+    summary = TuningSummary(layers=len(graph.nodes))
+    pools: dict[Node, tuple[list[Tactic], dict[str, str]]] = {}
+    for node in graph.walk():
+        pool, rejected = _candidate_pool(node, backend, choices[node], options)
+        node.meta["tactic"] = choices[node].tactic if choices[node].tactic in [t.name for t in pool] else pool[0].name
+        pools[node] = (pool, rejected)
+    tunable = [n for n in graph.nodes if len(pools[n][0]) > 1]
+    summary.layers_with_choice = len(tunable)
+    try:
+        if not tunable:
+            return summary
+        if isinstance(shapes, str):
+            summary.skipped = shapes
+            return summary
+        summary.shapes = [{k: list(v) for k, v in s.items()} for s in shapes]
+        try:
+            feeds = [random_feeds(graph, s, device, options.seed) for s in shapes]
+        except _CannotTune as exc:
+            summary.skipped = str(exc)
+            return summary
+        _Tuner(graph, device, pools, options, cache, environment, summary).run(feeds)
+        return summary
+    finally:
+        for node in graph.nodes:
+            if node.meta["tactic"] != REFERENCE:
+                summary.chosen[node.meta["tactic"]] += 1
+        summary.seconds = time.perf_counter() - started
+
+
+def _candidate_pool(node: Node, backend: str, choice: TacticChoice,
+                    options: TuningOptions) -> tuple[list[Tactic], dict[str, str]]:
+    """The applicable candidates left after the tactic-source filter, and why others are out."""
+    pool: list[Tactic] = []
+    rejected: dict[str, str] = {}
+    for name, reason in choice.considered:
+        if reason is not None:
+            continue
+        tactic = find_tactic(backend, node.op_type, node.domain, name)
+        if tactic is None:
+            raise BuildError(f"layer '{node.name}' ({node.op_type}): tactic '{name}' is not registered for {backend}")
+        if tactic.name != REFERENCE and _source_key(tactic.source) in options.disabled_sources:
+            rejected[name] = f"tactic source {tactic.source.upper()} is disabled (--tacticSources)"
+            continue
+        pool.append(tactic)
+    if not pool:
+        raise BuildError(f"layer '{node.name}' ({node.op_type}): every applicable tactic is disabled: "
+                         + "; ".join(f"{k}: {v}" for k, v in rejected.items()))
+    return pool, rejected
+
+
+# ---- inputs -------------------------------------------------------------------------------------------
+
+def random_feeds(graph: Graph, shapes: Shapes, device: torch.device, seed: int) -> list[Any]:
+    """Seeded random values for the graph inputs at `shapes` (static dimensions fill the rest)."""
+    generator = torch.Generator().manual_seed(seed)
+    symbols: dict[str, int] = {}
+    for v in graph.inputs:
+        given = shapes.get(v.name)
+        if given is not None and v.shape is not None:
+            for dim, size in zip(v.shape, given):
+                if isinstance(dim, str):
+                    symbols.setdefault(dim, int(size))
+    feeds = []
+    for v in graph.inputs:
+        if not isinstance(v.type, TensorType):
+            raise _CannotTune(f"input '{v.name}' is {v.type or 'untyped'}: the tuner makes up tensor inputs only")
+        shape = shapes.get(v.name)
+        if shape is None:
+            if v.shape is None:
+                raise _CannotTune(f"input '{v.name}' has an unknown rank and no optimization profile")
+            dims = []
+            for dim in v.shape:
+                if isinstance(dim, int):
+                    dims.append(dim)
+                elif isinstance(dim, str) and dim in symbols:
+                    dims.append(symbols[dim])
+                else:
+                    raise _CannotTune(f"input '{v.name}' has a dynamic dimension ('{dim}') that no optimization "
+                                      f"profile sizes: give one (--shapes/--optShapes) to tune tactics")
+            shape = dims
+        feeds.append(_random_tensor(v.name, v.type.dtype, tuple(int(d) for d in shape), generator,
+                                    _integer_high(graph, v.name)).to(device))
+    return feeds
+
+
+def _random_tensor(name: str, dtype: DType, shape: tuple[int, ...], generator: torch.Generator,
+                   high: int) -> torch.Tensor:
+    if not dtype.has_torch:
+        raise _CannotTune(f"input '{name}' is {dtype.short}, which the tuner cannot make up on a torch device")
+    if dtype == DType.BOOL:
+        return torch.randint(0, 2, shape, generator=generator).bool()
+    if dtype.is_integer:
+        return torch.randint(0, high, shape, generator=generator).to(dtype.torch)
+    if dtype in (DType.COMPLEX64, DType.COMPLEX128):
+        return torch.randn(shape, generator=generator, dtype=dtype.torch)
+    return torch.randn(shape, generator=generator).to(dtype.torch)
+
+
+def _integer_high(graph: Graph, name: str) -> int:
+    """Exclusive upper bound for a random integer input: below the axis size of any Gather it indexes."""
+    high = INDEX_HIGH
+    for node in graph.nodes:
+        if node.domain or node.op_type not in ("Gather", "GatherElements") or len(node.inputs) < 2:
+            continue
+        data, indices = node.inputs[0], node.inputs[1]
+        if indices is None or indices.name != name or data is None or not data.shape:
+            continue
+        size = data.shape[int(node.attrs.get("axis", 0)) % len(data.shape)]
+        if isinstance(size, int) and size > 0:
+            high = min(high, size)
+    return high
+
+
+# ---- running and timing -------------------------------------------------------------------------------
+
+def measure(call: Callable[[], Any], device: torch.device, avg_timing: int, measurements: int) -> float:
+    """Milliseconds per call: one warm-up call, then the median over `measurements` of the mean
+    of `avg_timing` back-to-back calls (CUDA events on CUDA, perf_counter on the CPU)."""
+    call()
+    samples = []
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            stream = torch.cuda.current_stream(device)
+            stream.synchronize()
+            for _ in range(measurements):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record(stream)
+                for _ in range(avg_timing):
+                    call()
+                end.record(stream)
+                end.synchronize()
+                samples.append(start.elapsed_time(end) / avg_timing)
+    else:
+        for _ in range(measurements):
+            t0 = time.perf_counter()
+            for _ in range(avg_timing):
+                call()
+            samples.append((time.perf_counter() - t0) * 1e3 / avg_timing)
+    return float(statistics.median(samples))
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _to_device(array: np.ndarray, device: torch.device) -> Any:
+    if array.dtype == object or not DType.from_numpy(array.dtype).has_torch:
+        return array  # strings and dtypes torch lacks stay numpy, as in the runtime
+    return numpy_to_torch(array).to(device)
+
+
+def _store(env: dict[str, Any], node: Node, out: Any) -> None:
+    if isinstance(out, (torch.Tensor, np.ndarray)):
+        env[node.outputs[0].name] = out
+    else:
+        for v, o in zip(node.outputs, out):
+            env[v.name] = o
+
+
+def _signature(out: Any) -> list[Any]:
+    """Shapes and dtypes of a layer's tensor outputs (what every candidate must agree on)."""
+    items = [out] if isinstance(out, (torch.Tensor, np.ndarray)) else list(out)
+    return [(tuple(o.shape), str(o.dtype)) if isinstance(o, (torch.Tensor, np.ndarray)) else type(o).__name__
+            for o in items]
+
+
+def _describe_failure(node: Node, exc: BaseException) -> str:
+    return f"layer '{node.name}' ({node.op_type}) failed on the tuning inputs: {type(exc).__name__}: {exc}"
+
+
+class _Tuner:
+    def __init__(self, graph: Graph, device: torch.device, pools: Mapping[Node, tuple[list[Tactic], dict[str, str]]],
+                 options: TuningOptions, cache: Optional[TimingCache], environment: Mapping[str, Any],
+                 summary: TuningSummary):
+        self.graph, self.device, self.pools, self.options = graph, device, pools, options
+        self.cache, self.environment, self.summary = cache, environment, summary
+        self._constants: dict[int, dict[str, Any]] = {}
+        self._release = _release_after(graph)
+
+    def run(self, feeds: list[list[Any]]) -> None:
+        constants = self._graph_constants(self.graph)
+        envs = [{**constants, **{v.name: x for v, x in zip(self.graph.inputs, f)}} for f in feeds]
+        with torch.no_grad(), _progress(self.options, len(self.graph.nodes)) as advance:
+            for i, node in enumerate(self.graph.nodes):
+                try:
+                    self._layer(node, envs)
+                except _LayerFailed as exc:
+                    self.summary.stopped = (f"{exc}; it and the layers after it keep their default tactic (the "
+                                            f"random inputs at the tuning shapes may not suit this network)")
+                    return
+                for env in envs:
+                    for name in self._release[i]:
+                        env.pop(name, None)
+                advance(node.name)
+
+    def _context(self, env: dict[str, Any]) -> RunContext:
+        return RunContext(self.device, lambda g, xs: self._run_subgraph(g, xs, env.__getitem__))
+
+    def _layer(self, node: Node, envs: list[dict[str, Any]]) -> None:
+        pool, rejected = self.pools[node]
+        if len(pool) == 1:
+            for env in envs:
+                args = [None if v is None else env[v.name] for v in node.inputs]
+                try:
+                    _store(env, node, pool[0].run(self._context(env), args, node.attrs))
+                except Exception as exc:  # noqa: BLE001 - any kernel failure stops tuning, with its reason
+                    raise _LayerFailed(_describe_failure(node, exc)) from exc
+            return
+        rejected = dict(rejected)
+        per_profile: list[tuple[dict[str, float], dict[str, Any], list[Any], RunContext]] = []
+        measured = False
+        for env in envs:
+            args = [None if v is None else env[v.name] for v in node.inputs]
+            ctx = self._context(env)
+            fit = []
+            for t in pool:
+                need = workspace_need(t, node, args)
+                limit = self.options.workspace_limit_bytes
+                if limit is not None and need is not None and need > limit:
+                    rejected[t.name] = f"needs {need} bytes of workspace; the limit is {limit} (--memPoolSize)"
+                else:
+                    fit.append(t)
+            key = layer_key(node, args, [t.name for t in fit], self.environment) if self.cache is not None else None
+            entry = self.cache.lookup(key) if self.cache is not None else None
+            if entry is not None and set(entry.times_ms) <= {t.name for t in fit}:
+                times, outputs = dict(entry.times_ms), {}
+                rejected.update(entry.rejected)
+            else:
+                times, outputs, failures = self._time_candidates(node, fit, ctx, args)
+                measured = True
+                rejected.update(failures)
+                if self.cache is not None:
+                    self.cache.store(key, CacheEntry(min(times, key=times.__getitem__), times, failures))
+            per_profile.append((times, outputs, args, ctx))
+        common = [t for t in pool if all(t.name in times for times, _, _, _ in per_profile)]
+        if not common:
+            raise _LayerFailed(f"layer '{node.name}' ({node.op_type}): no candidate ran at every tuning shape")
+        mean = {t.name: sum(times[t.name] for times, _, _, _ in per_profile) / len(per_profile) for t in common}
+        winner = min(common, key=lambda t: mean[t.name])  # ties keep the registry order (the reference first)
+        for env, (_, outputs, args, ctx) in zip(envs, per_profile):
+            if winner.name in outputs:
+                out = outputs[winner.name]
+            else:
+                try:
+                    out = winner.run(ctx, args, node.attrs)
+                except Exception as exc:  # noqa: BLE001
+                    raise _LayerFailed(_describe_failure(node, exc)) from exc
+            _store(env, node, out)
+        node.meta["tactic"] = winner.name
+        node.meta["tactic_time_ms"] = round(mean[winner.name], 6)
+        node.meta["tactic_times_ms"] = {name: round(ms, 6) for name, ms in mean.items()}
+        if rejected:
+            node.meta["tactic_rejected"] = rejected
+        if measured:
+            self.summary.timed_layers += 1
+        else:
+            self.summary.cached_layers += 1
+
+    def _time_candidates(self, node: Node, tactics: list[Tactic], ctx: RunContext,
+                         args: list[Any]) -> tuple[dict[str, float], dict[str, Any], dict[str, str]]:
+        times: dict[str, float] = {}
+        outputs: dict[str, Any] = {}
+        failures: dict[str, str] = {}
+        expected = None
+        for t in tactics:
+            try:
+                out = t.run(ctx, args, node.attrs)
+                _synchronize(self.device)
+            except Exception as exc:  # noqa: BLE001 - a failing candidate is left out, with the reason
+                if t.name == REFERENCE:
+                    raise _LayerFailed(_describe_failure(node, exc)) from exc
+                failures[t.name] = f"failed: {type(exc).__name__}: {exc}"
+                continue
+            signature = _signature(out)
+            if expected is None:
+                expected = signature
+            elif signature != expected:
+                failures[t.name] = f"its outputs {signature} differ from the reference's {expected}"
+                continue
+            times[t.name] = measure(lambda t=t: t.run(ctx, args, node.attrs), self.device,
+                                    self.options.avg_timing, self.options.measurements)
+            outputs[t.name] = out
+            self.summary.candidates_timed += 1
+        if not times:
+            raise _LayerFailed(f"layer '{node.name}' ({node.op_type}): every candidate failed on the tuning "
+                               f"inputs ({'; '.join(f'{k}: {v}' for k, v in failures.items())})")
+        return times, outputs, failures
+
+    def _graph_constants(self, graph: Graph) -> dict[str, Any]:
+        found = self._constants.get(id(graph))
+        if found is None:
+            found = self._constants[id(graph)] = {v.name: _to_device(v.const, self.device) for v in graph.initializers}
+        return found
+
+    def _run_subgraph(self, graph: Graph, feeds: Sequence[Any], outer: Callable[[str], Any]) -> list[Any]:
+        """A subgraph (If/Loop/Scan body) run with its layers' default tactics."""
+        env: dict[str, Any] = {**self._graph_constants(graph), **{v.name: x for v, x in zip(graph.inputs, feeds)}}
+
+        def lookup(name: str) -> Any:
+            return env[name] if name in env else outer(name)
+
+        ctx = RunContext(self.device, lambda g, xs: self._run_subgraph(g, xs, lookup))
+        for node in graph.nodes:
+            tactic = next(t for t in self.pools[node][0] if t.name == node.meta["tactic"])
+            args = [None if v is None else lookup(v.name) for v in node.inputs]
+            _store(env, node, tactic.run(ctx, args, node.attrs))
+        return [lookup(v.name) for v in graph.outputs]
+
+
+def _release_after(graph: Graph) -> list[list[str]]:
+    """Names no layer reads after layer i (graph outputs excepted): dropped to bound memory."""
+    last: dict[str, int] = {}
+    for i, node in enumerate(graph.nodes):
+        for v in node.inputs:
+            if v is not None:
+                last[v.name] = i
+        for name in free_names_of_subgraphs(node):
+            last[name] = i
+    keep = {v.name for v in graph.outputs}
+    release: list[list[str]] = [[] for _ in graph.nodes]
+    for name, i in last.items():
+        if name not in keep:
+            release[i].append(name)
+    return release
+
+
+@contextmanager
+def _progress(options: TuningOptions, total: int) -> Iterator[Callable[[str], None]]:
+    """A rich progress bar on stderr (when asked for, or by default when stderr is a terminal)."""
+    show = options.progress
+    if show is None:
+        show = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    if not show:
+        yield lambda name: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("Tuning tactics"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.fields[layer]}"), console=Console(file=sys.stderr), transient=True)
+    with progress:
+        task = progress.add_task("tuning", total=total, layer="")
+        yield lambda name: progress.update(task, advance=1, layer=name)

@@ -1,0 +1,97 @@
+"""What the CUDA tactics share: dtype checks on IR nodes, tensors derived once from weights,
+and whether Triton can be imported (without importing it: CPU installs lack it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import weakref
+from typing import Any, Callable, Hashable, Optional
+
+import torch
+
+from ...ir import DType, Node
+from ..registry import Tactic, register_tactic
+
+# The dtypes cuDNN, cuBLAS and the Triton kernels here take; float64 stays on the reference.
+FAST_FLOATS = (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16)
+HALF_FLOATS = (DType.FLOAT16, DType.BFLOAT16)
+
+
+def input_dtype(node: Node, i: int) -> Optional[DType]:
+    if i >= len(node.inputs) or node.inputs[i] is None:
+        return None
+    return node.inputs[i].dtype
+
+
+def input_shape(node: Node, i: int) -> Optional[tuple]:
+    if i >= len(node.inputs) or node.inputs[i] is None:
+        return None
+    shape = node.inputs[i].shape
+    return None if shape is None else tuple(shape)
+
+
+def dtype_reason(node: Node, allowed: tuple[DType, ...] = FAST_FLOATS, i: int = 0) -> Optional[str]:
+    """Why input i's dtype rules the tactic out (None when it is allowed or not known yet)."""
+    dt = input_dtype(node, i)
+    if dt is not None and dt not in allowed:
+        return f"{dt.short} input (this tactic takes {', '.join(d.short for d in allowed)})"
+    return None
+
+
+def triton_missing() -> Optional[str]:
+    """"triton is not installed" where it is not; looked up without importing triton."""
+    return None if importlib.util.find_spec("triton") is not None else "triton is not installed"
+
+
+class DerivedTensors:
+    """Tensors computed once from a layer's weights (a dtype or memory-format conversion), kept
+    while the weight lives.
+
+    Keyed by the weight's storage address and layout; an entry is used only while it still
+    belongs to the very same tensor object at the same version (an in-place write or a
+    recycled address re-derives), and it disappears when that tensor is freed.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple, tuple[weakref.ref, int, torch.Tensor]] = {}
+
+    def get(self, source: torch.Tensor, purpose: Hashable, derive: Callable[[torch.Tensor], torch.Tensor]
+            ) -> torch.Tensor:
+        key = (source.data_ptr(), tuple(source.shape), tuple(source.stride()), source.dtype, purpose)
+        entry = self._entries.get(key)
+        version = source._version
+        if entry is not None and entry[0]() is source and entry[1] == version:
+            return entry[2]
+        derived = derive(source)
+        entries = self._entries
+
+        def forget(ref: weakref.ref, key: tuple = key) -> None:
+            current = entries.get(key)
+            if current is not None and current[0] is ref:
+                del entries[key]
+
+        self._entries[key] = (weakref.ref(source, forget), version, derived)
+        return derived
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def as_dtype(cache: DerivedTensors, t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """`t` in `dtype`, converted once per weight (the conversion is cached while `t` lives)."""
+    if t is None or t.dtype == dtype:
+        return t
+    return cache.get(t, ("dtype", dtype), lambda s: s.to(dtype))
+
+
+def optional_input(inputs: list[Optional[Any]], i: int) -> Optional[Any]:
+    return inputs[i] if i < len(inputs) else None
+
+
+def register(name: str, op_type: str, run: Any, supports: Callable[[Node], Optional[str]], domain: str = "",
+             source: str = "torch") -> Tactic:
+    """Register a CUDA tactic; `source` names the library its kernels come from (cudnn, cublas, triton,
+    torch), which trtexec-style --tacticSources filters on."""
+    extra = {"source": source} if any(f.name == "source" for f in dataclasses.fields(Tactic)) else {}
+    return register_tactic(Tactic(name, op_type, "cuda", run, domain, supports, **extra))

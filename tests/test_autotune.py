@@ -1,0 +1,493 @@
+"""The auto-tuner and the timing cache (tensorkiln/tactics/autotune.py, timing_cache.py).
+
+Test tactics register on the CPU backend in a copy of the (global) registry that the
+`registry` fixture puts back afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import time
+from typing import Any, Callable, Optional
+
+import numpy as np
+import onnx.parser
+from onnx import numpy_helper
+import pytest
+import torch
+
+import tensorkiln.tactics.autotune as autotune
+from tensorkiln import Builder, BuilderConfig, OptimizationProfile, Runtime
+from tensorkiln.cli.build import parse_mem_pool_size
+from tensorkiln.cli.main import main
+from tensorkiln.cli.report import Log
+from tensorkiln.cli.usage import UsageError
+from tensorkiln.errors import BuildError, ConfigError
+from tensorkiln.frontends.onnx import parse_onnx
+from tensorkiln.ir import Node
+from tensorkiln.tactics import Tactic, register_tactic
+from tensorkiln.tactics import registry as tactic_registry
+from tensorkiln.tactics.autotune import (TuningOptions, parse_tactic_sources, random_feeds, timing_environment,
+                                         tune_graph)
+from tensorkiln.tactics.select import TacticChoice, select_tactic
+from tensorkiln.tactics.timing_cache import CacheEntry, TimingCache, key_digest, layer_key
+
+SLOW_SECONDS = 0.005
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """A private copy of the tactic registry: tactics registered in the test are gone after it."""
+    monkeypatch.setattr(tactic_registry, "_EXTRA", {k: list(v) for k, v in tactic_registry._EXTRA.items()})
+    return register_tactic
+
+
+@pytest.fixture
+def timer_calls(monkeypatch):
+    """Counts the candidate timings (calls of autotune.measure), by tactic-free count."""
+    calls = []
+    real = autotune.measure
+
+    def counting(call, device, avg_timing, measurements):
+        calls.append((avg_timing, measurements))
+        return real(call, device, avg_timing, measurements)
+
+    monkeypatch.setattr(autotune, "measure", counting)
+    return calls
+
+
+def _relu(ctx, inputs, attrs):
+    return torch.relu(inputs[0])
+
+
+def _slow_relu(ctx, inputs, attrs):
+    time.sleep(SLOW_SECONDS)
+    return torch.relu(inputs[0])
+
+
+def _relu_tactics(register: Callable[[Tactic], Tactic], **fast_fields: Any) -> None:
+    register(Tactic("slow", "Relu", "cpu", _slow_relu))
+    register(Tactic("fast", "Relu", "cpu", _relu, **fast_fields))
+
+
+def _model(text: str):
+    return parse_onnx(onnx.parser.parse_model(text))
+
+
+RELU = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[2,64] x) => (float[2,64] y) { y = Relu(x) }"""
+
+TWO_RELUS = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[2,64] x) => (float[2,64] y) { h = Relu(x) y = Relu(h) }"""
+
+
+def _build(text: str, **config: Any):
+    config.setdefault("optimization_level", 0)
+    config.setdefault("avg_timing", 1)
+    return Builder(BuilderConfig(**config)).build(_model(text))
+
+
+# ---- choosing the fastest --------------------------------------------------------------------------
+
+def test_fastest_candidate_wins_and_is_recorded_in_the_plan(registry, timer_calls, tmp_path):
+    _relu_tactics(registry)
+    plan = _build(RELU)
+    node = plan.graph.nodes[0]
+    times = node.meta["tactic_times_ms"]
+    assert set(times) == {"reference", "slow", "fast"}
+    assert times["slow"] >= SLOW_SECONDS * 1e3
+    assert node.meta["tactic"] != "slow"
+    assert node.meta["tactic_time_ms"] == min(times.values()) == times[node.meta["tactic"]]
+    assert len(timer_calls) == 3 and all(c == (1, 3) for c in timer_calls)
+    summary = plan.build_info["tactics"]
+    assert summary["timed_layers"] == 1 and summary["candidates_timed"] == 3 and summary["tuned_at"] == [{}]
+    # The choice survives the engine file and the runtime runs it.
+    path = tmp_path / "relu.plan"
+    plan.save(str(path))
+    engine = Runtime().load(str(path))
+    assert engine.layers[0]["tactic"] == node.meta["tactic"]
+    assert engine.plan.graph.nodes[0].meta["tactic_times_ms"] == times
+    x = np.linspace(-1, 1, 128, dtype=np.float32).reshape(2, 64)
+    np.testing.assert_array_equal(engine.create_execution_context().execute({"x": x})["y"], np.maximum(x, 0))
+
+
+def test_slow_reference_loses_to_a_registered_tactic(registry):
+    # The reference is the only slow one here: the registered tactic must win.
+    registry(Tactic("fast", "Relu", "cpu", _relu))
+    registry(Tactic("slow_ref", "Relu", "cpu", _slow_relu))
+    graph = _model(RELU)
+    choices = {n: TacticChoice("slow_ref", (("slow_ref", None), ("fast", None))) for n in graph.walk()}
+    summary = tune_graph(graph, torch.device("cpu"), choices, [{}], TuningOptions(avg_timing=1), None, {})
+    assert graph.nodes[0].meta["tactic"] == "fast"
+    assert summary.chosen == {"fast": 1}
+
+
+def _choice_without_reference(node: Node) -> TacticChoice:
+    choice = select_tactic(node, "cpu")
+    return TacticChoice(choice.tactic, tuple((name, "test: left out" if name == "reference" else reason)
+                                             for name, reason in choice.considered))
+
+
+def test_avg_and_min_timing_set_the_measurements(registry, timer_calls):
+    _relu_tactics(registry)
+    _build(RELU, avg_timing=2, min_timing=5)
+    assert timer_calls and all(c == (2, 5) for c in timer_calls)
+    with pytest.raises(ConfigError, match="avgTiming"):
+        BuilderConfig(avg_timing=0)
+    with pytest.raises(ConfigError, match="minTiming"):
+        BuilderConfig(min_timing=0)
+
+
+def test_reference_only_layers_are_not_timed(timer_calls):
+    plan = _build("""<ir_version: 8, opset_import: ["" : 17]>
+    g (float[2,8] x) => (float[2,8] y) { h = Sigmoid(x) y = Add(h, x) }""")
+    assert timer_calls == []
+    assert all(n.meta["tactic"] == "reference" and "tactic_time_ms" not in n.meta for n in plan.graph.nodes)
+    assert plan.build_info["tactics"]["layers_with_choice"] == 0
+
+
+def test_failing_and_wrong_shaped_candidates_are_left_out(registry):
+    def broken(ctx, inputs, attrs):
+        raise RuntimeError("no kernel for this shape")
+
+    def wrong_shape(ctx, inputs, attrs):
+        return torch.relu(inputs[0]).reshape(-1)
+
+    registry(Tactic("broken", "Relu", "cpu", broken))
+    registry(Tactic("wrong_shape", "Relu", "cpu", wrong_shape))
+    plan = _build(RELU)
+    node = plan.graph.nodes[0]
+    assert node.meta["tactic"] == "reference"
+    assert "no kernel for this shape" in node.meta["tactic_rejected"]["broken"]
+    assert "differ from the reference" in node.meta["tactic_rejected"]["wrong_shape"]
+    assert set(node.meta["tactic_times_ms"]) == {"reference"}
+
+
+def test_reference_failing_on_random_inputs_stops_tuning_with_defaults(registry, timer_calls):
+    # Reshape to a shape read from an input: random values cannot fit, so tuning stops there.
+    _relu_tactics(registry)
+    plan = _build("""<ir_version: 8, opset_import: ["" : 17]>
+    g (float[2,64] x, int64[2] s) => (float[N,M] y) { r = Reshape(x, s) y = Relu(r) }""")
+    summary = plan.build_info["tactics"]
+    assert summary["stopped"] and "Reshape" in summary["stopped"] and "default tactic" in summary["stopped"]
+    assert [n.meta["tactic"] for n in plan.graph.nodes] == ["reference", "reference"]
+
+
+# ---- layouts and shapes -----------------------------------------------------------------------------
+
+def test_downstream_candidates_are_timed_on_the_upstream_winners_layout(registry):
+    seen: list[str] = []
+
+    def nhwc_relu(ctx, inputs, attrs):
+        return torch.relu(inputs[0]).contiguous(memory_format=torch.channels_last)
+
+    def spy_sigmoid(ctx, inputs, attrs):
+        x = inputs[0]
+        seen.append("channels_last" if not x.is_contiguous() and
+                    x.is_contiguous(memory_format=torch.channels_last) else "contiguous")
+        return torch.sigmoid(x)
+
+    registry(Tactic("nhwc", "Relu", "cpu", nhwc_relu))
+    registry(Tactic("slow", "Relu", "cpu", _slow_relu))
+    registry(Tactic("spy", "Sigmoid", "cpu", spy_sigmoid))
+    graph = _model("""<ir_version: 8, opset_import: ["" : 17]>
+    g (float[1,4,6,6] x) => (float[1,4,6,6] y) { h = Relu(x) y = Sigmoid(h) }""")
+    choices = {n: select_tactic(n, "cpu") for n in graph.walk()}
+    relu = graph.nodes[0]
+    choices[relu] = _choice_without_reference(relu)  # nhwc vs slow: nhwc wins
+    cache = TimingCache()
+    tune_graph(graph, torch.device("cpu"), choices, [{}], TuningOptions(avg_timing=1), cache,
+               {"device": "test"})
+    assert relu.meta["tactic"] == "nhwc"
+    assert seen and set(seen) == {"channels_last"}
+    keys = [record["key"] for record in cache._entries.values()]
+    sigmoid_key = next(k for k in keys if k["op"] == "Sigmoid")
+    assert sigmoid_key["inputs"] == [["float32", [1, 4, 6, 6], "channels_last"]]
+
+
+def test_tuned_at_each_profiles_opt_shape(registry):
+    shapes: list[tuple[int, ...]] = []
+
+    def spy(ctx, inputs, attrs):
+        shapes.append(tuple(inputs[0].shape))
+        return torch.relu(inputs[0])
+
+    registry(Tactic("spy", "Relu", "cpu", spy))
+    text = """<ir_version: 8, opset_import: ["" : 17]>
+    g (float[N,8] x) => (float[N,8] y) { y = Relu(x) }"""
+    profiles = (OptimizationProfile({"x": ((1, 8), (4, 8), (16, 8))}),
+                OptimizationProfile({"x": ((16, 8), (32, 8), (64, 8))}))
+    plan = _build(text, profiles=profiles)
+    assert set(shapes) == {(4, 8), (32, 8)}
+    assert plan.build_info["tactics"]["tuned_at"] == [{"x": [4, 8]}, {"x": [32, 8]}]
+    assert set(plan.graph.nodes[0].meta["tactic_times_ms"]) == {"reference", "spy"}
+
+
+def test_dynamic_inputs_without_a_profile_keep_the_default(registry, timer_calls):
+    _relu_tactics(registry)
+    plan = _build("""<ir_version: 8, opset_import: ["" : 17]>
+    g (float[N,8] x) => (float[N,8] y) { y = Relu(x) }""")
+    assert timer_calls == []
+    assert plan.graph.nodes[0].meta["tactic"] == "reference"
+    assert "'x'" in plan.build_info["tactics"]["skipped"] and "profile" in plan.build_info["tactics"]["skipped"]
+
+
+def test_random_index_inputs_stay_inside_the_gathered_axis():
+    model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+    g (int64[64] ids, float[5] f) => (float[64] y) { y = Gather(table, ids) }""")
+    model.graph.initializer.append(numpy_helper.from_array(np.arange(3, dtype=np.float32), "table"))
+    graph = parse_onnx(model)
+    ids, f = random_feeds(graph, {}, torch.device("cpu"), seed=0)
+    assert ids.dtype == torch.int64 and 0 <= int(ids.min()) and int(ids.max()) < 3
+    assert f.dtype == torch.float32 and f.shape == (5,)
+    again = random_feeds(graph, {}, torch.device("cpu"), seed=0)
+    assert torch.equal(again[1], f)  # seeded
+
+
+def test_subgraph_layers_keep_their_default_and_still_run(registry):
+    _relu_tactics(registry)
+    plan = _build("""<ir_version: 8, opset_import: ["" : 17]>
+    g (float[4] x, bool c) => (float[4] y) {
+        h = Relu(x)
+        y = If(c) <then_branch = then_g () => (float[4] t) { t = Relu(h) },
+                   else_branch = else_g () => (float[4] e) { e = Neg(h) }>
+    }""")
+    if_node = next(n for n in plan.graph.nodes if n.op_type == "If")
+    assert all(n.meta["tactic"] == "reference" for g in if_node.subgraphs() for n in g.nodes)
+    assert plan.build_info["tactics"]["stopped"] is None
+    assert plan.build_info["tactics"]["timed_layers"] == 1
+
+
+# ---- timing cache ---------------------------------------------------------------------------------
+
+def test_warm_cache_skips_timing(registry, timer_calls, tmp_path):
+    _relu_tactics(registry)
+    path = tmp_path / "timing.cache"
+    first = _build(TWO_RELUS, timing_cache_file=str(path))
+    timed = len(timer_calls)
+    # The two Relus are the same layer signature: the second is answered by the first's timing.
+    assert timed == 3 and first.build_info["tactics"]["cached_layers"] == 1
+    document = json.loads(path.read_text())
+    assert document["format"] == "tensorkiln-timing-cache" and len(document["entries"]) == 1
+    entry = next(iter(document["entries"].values()))
+    assert entry["key"]["op"] == "Relu" and entry["key"]["inputs"] == [["float32", [2, 64], "contiguous"]]
+    assert set(entry["times_ms"]) == {"reference", "slow", "fast"}
+    assert entry["key"]["environment"]["tensorkiln"] and entry["key"]["environment"]["torch"] == torch.__version__
+
+    second = _build(TWO_RELUS, timing_cache_file=str(path))
+    assert len(timer_calls) == timed  # nothing timed
+    info = second.build_info["tactics"]
+    assert info["timed_layers"] == 0 and info["cached_layers"] == 2
+    assert info["timing_cache"]["hits"] == 2 and info["timing_cache"]["entries_added"] == 0
+    assert [n.meta["tactic"] for n in second.graph.nodes] == [n.meta["tactic"] for n in first.graph.nodes]
+
+
+def test_no_builder_cache_times_every_layer_and_writes_nothing(registry, timer_calls, tmp_path):
+    _relu_tactics(registry)
+    path = tmp_path / "timing.cache"
+    plan = _build(TWO_RELUS, timing_cache_file=str(path), builder_cache=False)
+    assert len(timer_calls) == 6 and plan.build_info["tactics"]["timed_layers"] == 2
+    assert not path.exists() and "timing_cache" not in plan.build_info["tactics"]
+
+
+def test_cache_key_changes_with_shape_dtype_layout_attrs_candidates_and_environment():
+    graph = _model("""<ir_version: 8, opset_import: ["" : 17]>
+    g (float[1,4,6,6] x) => (float[1,4,6,6] y) { y = Softmax <axis = 1> (x) }""")
+    node = graph.nodes[0]
+    env = {"device": "gpu-a", "tensorkiln": "0.1.0", "torch": "2.11"}
+    x = torch.zeros(1, 4, 6, 6)
+    base = key_digest(layer_key(node, [x], ["reference", "triton"], env))
+    assert base == key_digest(layer_key(node, [torch.ones(1, 4, 6, 6)], ["triton", "reference"], dict(env)))
+    variants = [
+        layer_key(node, [torch.zeros(2, 4, 6, 6)], ["reference", "triton"], env),
+        layer_key(node, [x.half()], ["reference", "triton"], env),
+        layer_key(node, [x.contiguous(memory_format=torch.channels_last)], ["reference", "triton"], env),
+        layer_key(node, [x], ["reference"], env),
+        layer_key(node, [x], ["reference", "triton"], {**env, "device": "gpu-b"}),
+        layer_key(node, [x], ["reference", "triton"], {**env, "tensorkiln": "0.2.0"}),
+        layer_key(node, [x], ["reference", "triton"], {**env, "torch": "2.13"}),
+        layer_key(dataclasses.replace(node, attrs={"axis": 2}), [x], ["reference", "triton"], env),
+        layer_key(dataclasses.replace(node, op_type="LogSoftmax"), [x], ["reference", "triton"], env),
+    ]
+    digests = {key_digest(k) for k in variants}
+    assert base not in digests and len(digests) == len(variants)
+
+
+def test_timing_environment_names_device_and_versions():
+    env = timing_environment(torch.device("cpu"), "9.9.9", tf32=True)
+    assert env["device"] == "cpu" and env["tensorkiln"] == "9.9.9" and env["torch"] == torch.__version__
+    assert env["tf32"] is True and env["threads"] == torch.get_num_threads()
+
+
+@pytest.mark.parametrize("content, why", [
+    ("{not json", "is not valid JSON"),
+    ('{"format": "something-else", "version": 1, "entries": {}}', "is not a tensorkiln timing cache"),
+    ('{"format": "tensorkiln-timing-cache", "version": 99, "entries": {}}', "version 99"),
+    ('{"format": "tensorkiln-timing-cache", "version": 1, "entries": {"k": {"tactic": 3}}}', "malformed entry 'k'"),
+])
+def test_corrupt_cache_file_is_a_config_error_naming_it(tmp_path, content, why):
+    path = tmp_path / "broken.cache"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=why) as err:
+        TimingCache.load(path)
+    assert str(path) in str(err.value) and "--noBuilderCache" in str(err.value)
+    with pytest.raises(ConfigError, match="broken.cache"):
+        _build(RELU, timing_cache_file=str(path))
+    assert path.read_text() == content  # left as it was
+    _build(RELU, timing_cache_file=str(path), builder_cache=False)  # no cache: builds
+
+
+def test_cache_save_is_atomic_and_merges_with_other_writers(tmp_path):
+    path = tmp_path / "sub" / "t.cache"
+    a, b = TimingCache.load(path), TimingCache.load(path)
+    a.store({"op": "A"}, CacheEntry("x", {"x": 1.0}))
+    a.save()
+    b.store({"op": "B"}, CacheEntry("y", {"y": 2.0, "z": 3.0}, {"w": "failed"}))
+    b.save()
+    merged = TimingCache.load(path)
+    assert len(merged) == 2
+    assert merged.lookup({"op": "B"}) == CacheEntry("y", {"y": 2.0, "z": 3.0}, {"w": "failed"})
+    assert merged.lookup({"op": "C"}) is None and (merged.hits, merged.misses) == (1, 1)
+    assert [p.name for p in path.parent.iterdir()] == ["t.cache"]  # no temporary file left
+
+
+# ---- tactic sources and workspace -----------------------------------------------------------------
+
+def test_parse_tactic_sources():
+    assert parse_tactic_sources("-CUDNN,+CUBLAS,-TRITON,-CUBLAS_LT") == ("cublaslt", "cudnn", "triton")
+    assert parse_tactic_sources("-CUDNN,+CUDNN") == ()
+    assert parse_tactic_sources("-EDGE_MASK_CONVOLUTIONS,-JIT_CONVOLUTIONS") == (
+        "edgemaskconvolutions", "jitconvolutions")
+    with pytest.raises(ConfigError, match="unknown tactic source 'FOO'"):
+        parse_tactic_sources("-FOO")
+    with pytest.raises(ConfigError, match="must be \\+NAME or -NAME"):
+        parse_tactic_sources("CUDNN")
+
+
+def test_registered_sources_are_known(registry):
+    registry(Tactic("mine", "Relu", "cpu", _relu, source="my_lib"))
+    assert parse_tactic_sources("-MY_LIB") == ("mylib",)
+
+
+def test_disabled_tactic_source_filters_candidates(registry, timer_calls):
+    _relu_tactics(registry, source="triton")
+    plan = _build(RELU, disabled_tactic_sources=("TRITON",))
+    node = plan.graph.nodes[0]
+    assert set(node.meta["tactic_times_ms"]) == {"reference", "slow"}
+    assert "TRITON is disabled" in node.meta["tactic_rejected"]["fast"]
+    assert list(plan.build_config["disabled_tactic_sources"]) == ["triton"]
+
+
+def test_reference_is_never_filtered_by_sources(registry, timer_calls):
+    registry(Tactic("fast", "Relu", "cpu", _relu, source="torch"))
+    plan = _build(RELU, disabled_tactic_sources=("torch",))
+    assert plan.graph.nodes[0].meta["tactic"] == "reference" and timer_calls == []
+
+
+@dataclasses.dataclass(frozen=True)
+class _WorkspaceTactic(Tactic):
+    workspace_bytes: Any = 0
+
+
+def test_workspace_limit_excludes_a_tactic(registry):
+    registry(_WorkspaceTactic("big", "Relu", "cpu", _relu, workspace_bytes=64 << 20))
+    registry(_WorkspaceTactic("sized", "Relu", "cpu", _relu,
+                              workspace_bytes=lambda node, inputs: inputs[0].numel() * 4))  # 512 bytes here
+    plan = _build(RELU, workspace_bytes=1 << 20)
+    node = plan.graph.nodes[0]
+    assert set(node.meta["tactic_times_ms"]) == {"reference", "sized"}
+    assert "needs 67108864 bytes of workspace; the limit is 1048576" in node.meta["tactic_rejected"]["big"]
+    assert set(_build(RELU).graph.nodes[0].meta["tactic_times_ms"]) == {"reference", "sized", "big"}
+    small = _build(RELU, workspace_bytes=100).graph.nodes[0]
+    assert set(small.meta["tactic_times_ms"]) == {"reference"}
+
+
+def test_mem_pool_size_flag():
+    log = Log(io.StringIO())
+    assert parse_mem_pool_size(["workspace:1024"], "--memPoolSize", log) == 1024 << 20
+    assert parse_mem_pool_size(["workspace:1G"], "--memPoolSize", log) == 1 << 30
+    assert parse_mem_pool_size(["workspace:512K"], "--memPoolSize", log) == 512 << 10
+    assert parse_mem_pool_size(["workspace:0.5M,dlaSRAM:1"], "--memPoolSize", log) == 1 << 19
+    assert parse_mem_pool_size(None, "--memPoolSize", log) is None
+    with pytest.raises(UsageError, match="unknown memory pool 'gpu'"):
+        parse_mem_pool_size(["gpu:1"], "--memPoolSize", log)
+    with pytest.raises(UsageError, match="unknown suffix"):
+        parse_mem_pool_size(["workspace:1T"], "--memPoolSize", log)
+    with pytest.raises(UsageError, match="not a number"):
+        parse_mem_pool_size(["workspace:lots"], "--memPoolSize", log)
+
+
+# ---- command line ---------------------------------------------------------------------------------
+
+def _kiln(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(map(str, argv)), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _onnx_file(tmp_path, text: str = RELU):
+    path = tmp_path / "m.onnx"
+    onnx.save(onnx.parser.parse_model(text), str(path))
+    return path
+
+
+def test_kiln_build_tuning_flags(registry, tmp_path):
+    _relu_tactics(registry, source="triton")
+    model, cache = _onnx_file(tmp_path), tmp_path / "t.cache"
+    code, out, err = _kiln("build", model, "-o", tmp_path / "m.plan", "--timing-cache", cache, "--avg-timing", "1",
+                           "--tactic-sources=-TRITON", "--mem-pool-size", "workspace:64M")
+    assert code == 0, err
+    assert cache.exists() and "1 timed" in out and "Timing cache" in out
+    from tensorkiln.engine import load_plan
+    plan = load_plan(str(tmp_path / "m.plan"))
+    assert plan.build_config["workspace_bytes"] == 64 << 20 and plan.build_config["avg_timing"] == 1
+    assert "fast" not in plan.graph.nodes[0].meta["tactic_times_ms"]
+    code, out, err = _kiln("build", model, "-o", tmp_path / "m.plan", "--tactic-sources=-NOPE")
+    assert code != 0 and "unknown tactic source 'NOPE'" in err + out
+    code, out, err = _kiln("build", model, "-o", tmp_path / "m.plan", "--avg-timing", "0")
+    assert code != 0 and "--avg-timing must be >= 1" in err + out
+
+
+def test_kiln_exec_trtexec_tuning_flags(registry, tmp_path):
+    _relu_tactics(registry)
+    model, cache = _onnx_file(tmp_path), tmp_path / "t.cache"
+    args = ("exec", f"--onnx={model}", "--buildOnly", "--backend=cpu", "--avgTiming=1", "--minTiming=2",
+            f"--timingCacheFile={cache}", "--tacticSources=-CUDNN,+CUBLAS", "--memPoolSize=workspace:1024")
+    code, out, err = _kiln(*args)
+    assert code == 0, err
+    assert cache.exists() and "1 timed" in out
+    code, out, err = _kiln(*args)
+    assert code == 0 and "1 from the timing cache" in out and "1 hit(s)" in out
+    code, out, err = _kiln("exec", f"--onnx={model}", "--buildOnly", "--backend=cpu", "--noBuilderCache",
+                           f"--timingCacheFile={cache}")
+    assert code == 0 and "neither read nor written" in out + err
+
+
+# ---- GPU ------------------------------------------------------------------------------------------
+
+@pytest.mark.cuda
+def test_cuda_tuning_picks_among_real_candidates_and_stays_accurate(tmp_path):
+    from tensorkiln.testing import zoo
+    from tensorkiln.testing.tolerances import assert_close
+
+    model = zoo.build("resnet50", small=True)
+    feeds = zoo.example_inputs(model, batch=2)
+    graph = parse_onnx(model)
+    shapes = {k: v.shape for k, v in feeds.items()}
+    cache = tmp_path / "cuda.cache"
+    config = BuilderConfig(device="cuda", profiles=(OptimizationProfile.fixed(shapes),),
+                           timing_cache_file=str(cache))
+    plan = Builder(config).build(graph)
+    info = plan.build_info["tactics"]
+    assert info["layers_with_choice"] > 0 and info["timed_layers"] > 0 and info["stopped"] is None
+    tuned = [n for n in plan.graph.nodes if "tactic_times_ms" in n.meta]
+    assert all(len(n.meta["tactic_times_ms"]) >= 2 for n in tuned)
+    got = Runtime("cuda").load(plan).create_execution_context().execute(feeds)
+    reference = Builder(config.with_changes(device="cpu", timing_cache_file=None)).build(graph)
+    expected = Runtime("cpu").load(reference).create_execution_context().execute(feeds)
+    for name in expected:
+        assert_close(got[name], expected[name], "tf32", what=name)
+    again = Builder(config).build(graph).build_info["tactics"]
+    assert again["timed_layers"] == 0 and again["cached_layers"] == info["timed_layers"] + info["cached_layers"]

@@ -1,0 +1,338 @@
+"""The CUDA runtime: CUDA graphs, streams, zero-copy and numpy I/O, preallocated outputs,
+TF32 scope, capture fallback, and the memory plan against the caching allocator.
+
+GPU tests carry the `cuda` marker; the TF32 scope and the CPU-side API run everywhere."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnx.parser
+import pytest
+import torch
+from onnx import numpy_helper
+
+from tensorkiln import Builder, BuilderConfig, Runtime
+from tensorkiln.errors import ConfigError, ShapeError
+from tensorkiln.frontends.onnx import parse_onnx
+from tensorkiln.planner import plan_arena
+from tensorkiln.testing import zoo
+from tensorkiln.testing.tolerances import tolerance_for
+
+from models import elementwise_expected, elementwise_model
+
+cuda = pytest.mark.cuda
+
+
+def _engine(model: onnx.ModelProto, device: str = "cuda", **config):
+    plan = Builder(BuilderConfig(device=device, **config)).build(parse_onnx(model))
+    return Runtime(device).load(plan)
+
+
+def _feeds(rng, n=3):
+    return {"x": rng.standard_normal((n, 4)).astype(np.float32), "y": rng.standard_normal((n, 4)).astype(np.float32)}
+
+
+def _on(feeds, device="cuda"):
+    return {k: torch.from_numpy(v).to(device) for k, v in feeds.items()}
+
+
+# ---- everywhere -------------------------------------------------------------------------
+
+TF32_STATES = {
+    "default": "",
+    "legacy_on": "b.cuda.matmul.allow_tf32 = True; b.cudnn.allow_tf32 = True",
+    "legacy_off": "b.cuda.matmul.allow_tf32 = False; b.cudnn.allow_tf32 = False",
+    "new_api": "b.cuda.matmul.fp32_precision = 'ieee'; b.cudnn.conv.fp32_precision = 'ieee'",
+    "medium": "torch.set_float32_matmul_precision('medium')",
+}
+
+
+@pytest.mark.parametrize("state", sorted(TF32_STATES))
+def test_tf32_scope_sets_and_restores_exactly(state):
+    # Each state in a fresh process: torch's flags are process-global.
+    code = f"""
+import torch
+b = torch.backends
+from tensorkiln.runtime.tf32 import tf32_scope, tf32_state, _snapshot
+{TF32_STATES[state]}
+before = _snapshot()
+for want in (True, False, True):
+    with tf32_scope(want):
+        assert tf32_state() == (want, want), (want, tf32_state())
+    assert _snapshot() == before, (before, _snapshot())
+try:
+    with tf32_scope(not tf32_state()[0]):
+        raise KeyError("inside")
+except KeyError:
+    pass
+assert _snapshot() == before
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cpu_context_api():
+    engine = _engine(elementwise_model(), "cpu", optimization_level=0)
+    ctx = engine.create_execution_context(cuda_graph=True)
+    assert not ctx.cuda_graph and ctx.warnings == []
+    feeds = _feeds(np.random.default_rng(0))
+    want = elementwise_expected(feeds["x"], feeds["y"], elementwise_model())
+    out = torch.empty(3, 4)
+    res = ctx.execute(feeds, outputs={"z": out})
+    assert res["z"] is out
+    np.testing.assert_array_equal(out.numpy(), want)
+    arr = np.empty((3, 4), np.float32)
+    assert ctx.execute(feeds, outputs={"z": arr})["z"] is arr
+    np.testing.assert_array_equal(arr, want)
+    with pytest.raises(ShapeError, match="preallocated output 'z' has shape \\[2, 4\\]"):
+        ctx.execute(feeds, outputs={"z": torch.empty(2, 4)})
+    with pytest.raises(ShapeError, match="preallocated output 'z' must be torch.float32"):
+        ctx.execute(feeds, outputs={"z": torch.empty(3, 4, dtype=torch.float64)})
+    with pytest.raises(ShapeError, match="not outputs of the engine"):
+        ctx.execute(feeds, outputs={"w": out})
+    with pytest.raises(ConfigError, match="input_buffers needs"):
+        ctx.input_buffers({"x": (3, 4), "y": (3, 4)})
+    assert engine.device_memory_size is None or engine.device_memory_size >= 0
+    assert engine.tf32 is True
+
+
+# ---- CUDA ---------------------------------------------------------------------------------
+
+@cuda
+def test_graph_and_eager_identical_and_correct(rng):
+    model = elementwise_model()
+    engine = _engine(model)
+    eager = engine.create_execution_context(cuda_graph=False)
+    graph = engine.create_execution_context()
+    assert graph.cuda_graph and not eager.cuda_graph
+    for _ in range(4):  # warm-up, capture, replays
+        feeds = _on(_feeds(rng))
+        a = eager.execute(feeds)["z"]
+        b = graph.execute(feeds)["z"]
+        assert torch.equal(a, b)
+        np.testing.assert_array_equal(b.cpu().numpy(), elementwise_expected(
+            *(feeds[k].cpu().numpy() for k in "xy"), model))
+    assert len(graph._graphs.captured_signatures) == 1 and graph.warnings == []
+
+
+@cuda
+@pytest.mark.parametrize("name", ["resnet50", "mobilenetv2", "bert_encoder"])
+def test_graph_matches_eager_on_zoo(name):
+    model = zoo.build(name, small=True)
+    engine = _engine(model, tf32=False)
+    cpu = _engine(model, "cpu")
+    eager = engine.create_execution_context(cuda_graph=False)
+    graph = engine.create_execution_context()
+    for seed in range(3):
+        feeds = zoo.example_inputs(model, batch=2, seed=seed)
+        a, b = eager.execute(_on(feeds)), graph.execute(_on(feeds))
+        want = cpu.create_execution_context().execute(feeds)
+        tol = tolerance_for("fp32")
+        for k in a:
+            # Same kernels in the same order: bitwise equal.
+            assert torch.equal(a[k], b[k]), (name, k)
+            np.testing.assert_allclose(b[k].cpu().numpy(), want[k], rtol=tol.rtol, atol=tol.atol)
+    if name == "bert_encoder":
+        # Its position ids come from Shape(input_ids), and Unsqueeze reads its axes (a device
+        # constant) on the host: both need the host mid-engine, so capture falls back.
+        assert graph.warnings == [] and graph.cuda_graph or "capture failed" in graph.warnings[0]
+    else:
+        assert graph.warnings == [] and graph._graphs.captured_signatures
+
+
+@cuda
+def test_shape_change_recaptures(rng):
+    engine = _engine(elementwise_model())
+    ctx = engine.create_execution_context()
+    model = elementwise_model()
+    for n in (2, 2, 3, 3, 3, 2, 5, 2):
+        feeds = _feeds(rng, n)
+        out = ctx.execute(_on(feeds))["z"]
+        np.testing.assert_array_equal(out.cpu().numpy(), elementwise_expected(feeds["x"], feeds["y"], model))
+    # 2 and 3 were seen twice (captured); 5 once (its warm-up only).
+    assert sorted(k[0][0][0] for k in ctx._graphs.captured_signatures) == [2, 3]
+
+
+@cuda
+@pytest.mark.parametrize("use_graph", [False, True])
+def test_user_stream_enqueues_without_waiting(rng, use_graph):
+    model = elementwise_model()
+    ctx = _engine(model).create_execution_context(cuda_graph=use_graph)
+    feeds = _feeds(rng, 64)
+    dev = _on(feeds)
+    for _ in range(2):
+        ctx.execute(dev)  # warm-up and capture
+    torch.cuda.synchronize()
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        torch.cuda._sleep(200_000_000)  # keep the stream busy for a while (~0.1 s)
+    out = ctx.execute(dev, stream=stream)["z"]
+    done = torch.cuda.Event()
+    done.record(stream)
+    assert not done.query(), "execute waited for the stream instead of enqueueing on it"
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()
+    stream.synchronize()
+    np.testing.assert_array_equal(out.cpu().numpy(), elementwise_expected(feeds["x"], feeds["y"], model))
+    # Then on the default stream again: the context orders itself after the other stream.
+    out2 = ctx.execute(dev)["z"]
+    assert torch.equal(out2, out)
+
+
+@cuda
+def test_numpy_in_numpy_out(rng):
+    model = elementwise_model()
+    ctx = _engine(model).create_execution_context()
+    for n in (3, 3, 3, 5000):  # 5000 x 4 floats = 80 KB: staged through pinned memory
+        feeds = _feeds(rng, n)
+        out = ctx.execute(feeds)["z"]
+        assert isinstance(out, np.ndarray)
+        np.testing.assert_array_equal(out, elementwise_expected(feeds["x"], feeds["y"], model))
+    # A mix with a torch tensor gives torch outputs.
+    feeds = _feeds(rng, 3)
+    out = ctx.execute({"x": torch.from_numpy(feeds["x"]), "y": feeds["y"]})["z"]
+    assert isinstance(out, torch.Tensor) and out.is_cuda
+
+
+@cuda
+def test_cuda_tensors_pass_through_without_copies():
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    ident (float[N,4] x) => (float[N,4] y) { y = Identity(x) }
+    """
+    engine = _engine(onnx.parser.parse_model(text), optimization_level=0)
+    x = torch.randn(3, 4, device="cuda")
+    y = engine.create_execution_context(cuda_graph=False).execute({"x": x})["y"]
+    assert y.data_ptr() == x.data_ptr()  # eager: the input tensor itself, no copy
+    ctx = engine.create_execution_context()
+    for _ in range(3):
+        y = ctx.execute({"x": x})["y"]
+    assert torch.equal(y, x) and y.data_ptr() != x.data_ptr()  # graphs: a fresh output
+
+
+@cuda
+@pytest.mark.parametrize("use_graph", [False, True])
+def test_preallocated_outputs(rng, use_graph):
+    model = elementwise_model()
+    ctx = _engine(model).create_execution_context(cuda_graph=use_graph)
+    for _ in range(3):
+        feeds = _feeds(rng, 6)
+        want = elementwise_expected(feeds["x"], feeds["y"], model)
+        gpu = torch.empty(6, 4, device="cuda")
+        res = ctx.execute(_on(feeds), outputs={"z": gpu})
+        assert res["z"] is gpu
+        np.testing.assert_array_equal(gpu.cpu().numpy(), want)
+        host = np.empty((6, 4), np.float32)
+        assert ctx.execute(feeds, outputs={"z": host})["z"] is host
+        np.testing.assert_array_equal(host, want)
+    with pytest.raises(ShapeError, match="has shape"):
+        ctx.execute(_on(_feeds(rng, 6)), outputs={"z": torch.empty(5, 4, device="cuda")})
+
+
+@cuda
+def test_static_input_buffers_skip_the_copy(rng):
+    model = elementwise_model()
+    ctx = _engine(model).create_execution_context()
+    bufs = ctx.input_buffers({"x": (4, 4), "y": (4, 4)})
+    assert set(bufs) == {"x", "y"} and bufs["x"].is_cuda
+    for _ in range(4):
+        feeds = _feeds(rng, 4)
+        for k in "xy":
+            bufs[k].copy_(torch.from_numpy(feeds[k]))
+        out = ctx.execute(bufs)["z"]
+        np.testing.assert_array_equal(out.cpu().numpy(), elementwise_expected(feeds["x"], feeds["y"], model))
+    assert ctx.input_buffers({"x": (4, 4), "y": (4, 4)})["x"] is bufs["x"]
+
+
+def _matmul_model(k: int = 2048) -> onnx.ModelProto:
+    model = onnx.parser.parse_model(f"""
+    <ir_version: 8, opset_import: ["" : 17]>
+    mm (float[N,{k}] x) => (float[N,256] y) {{ y = MatMul(x, w) }}
+    """)
+    w = np.random.default_rng(1).standard_normal((k, 256)).astype(np.float32)
+    model.graph.initializer.append(numpy_helper.from_array(w, "w"))
+    return model
+
+
+@cuda
+@pytest.mark.parametrize("use_graph", [False, True])
+def test_tf32_follows_the_engine_and_is_restored(use_graph):
+    model = _matmul_model()
+    w = numpy_helper.to_array(model.graph.initializer[0]).astype(np.float64)
+    x = np.random.default_rng(2).standard_normal((128, 2048)).astype(np.float32)
+    want = x.astype(np.float64) @ w
+    errors = {}
+    for tf32 in (True, False):
+        ctx = _engine(model, tf32=tf32).create_execution_context(cuda_graph=use_graph)
+        for user_setting in (True, False, True):
+            torch.backends.cuda.matmul.allow_tf32 = user_setting
+            torch.backends.cudnn.allow_tf32 = not user_setting
+            out = ctx.execute({"x": torch.from_numpy(x).cuda()})["y"].cpu().numpy()
+            assert torch.backends.cuda.matmul.allow_tf32 is user_setting
+            assert torch.backends.cudnn.allow_tf32 is (not user_setting)
+            errors.setdefault(tf32, []).append(float(np.max(np.abs(out - want)) / np.max(np.abs(want))))
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = True
+    # FP32 accumulation of K=2048 is ~1e-6 relative; TF32's 10-bit mantissa ~1e-3.
+    assert max(errors[False]) < 1e-4, errors
+    assert min(errors[True]) > 1e-4, errors
+
+
+@cuda
+def test_capture_failure_falls_back_to_eager(rng):
+    # NonZero's output size depends on the data: torch reads it back to the host, which a
+    # capture does not allow.
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    nz (float[N] x) => (int64[1,M] y) { y = NonZero(x) }
+    """
+    engine = _engine(onnx.parser.parse_model(text), optimization_level=0)
+    ctx = engine.create_execution_context()
+    for _ in range(4):
+        x = (rng.standard_normal(16) > 0).astype(np.float32)
+        out = ctx.execute({"x": torch.from_numpy(x).cuda()})["y"]
+        np.testing.assert_array_equal(out.cpu().numpy(), np.array(np.nonzero(x)))
+    assert len(ctx.warnings) == 1 and "capture failed" in ctx.warnings[0], ctx.warnings
+    assert not ctx.cuda_graph and engine.cuda_graph_failure
+    # The engine remembers: a new context runs eagerly from the start.
+    ctx2 = engine.create_execution_context()
+    assert not ctx2.cuda_graph and "CUDA graphs are off" in ctx2.warnings[0]
+    x = np.ones(5, np.float32)
+    assert ctx2.execute({"x": torch.from_numpy(x).cuda()})["y"].shape == (1, 5)
+    # Other work on the GPU still runs normally after the failed capture.
+    assert torch.equal(torch.ones(3, device="cuda") * 2, torch.full((3,), 2.0, device="cuda"))
+
+
+@cuda
+def test_memory_plan_matches_the_caching_allocator():
+    # The arena plan (with the real tensor sizes of this run) against what torch's caching
+    # allocator peaks at during one eager run of the engine.
+    model = zoo.build("bert_encoder", layers=2, hidden=256, heads=4, intermediate=1024, vocab=1000,
+                      max_position=512)
+    engine = _engine(model, tf32=False)
+    ctx = engine.create_execution_context(cuda_graph=False)
+    feeds = _on(zoo.example_inputs(model, batch=8, seq=256))
+    _, record = ctx.execute_debug(feeds)
+    sizes = {k: v.numel() * v.element_size() for k, v in record.items() if isinstance(v, torch.Tensor)}
+    del record
+    plan = plan_arena(engine.plan.graph, {}, nbytes_of=sizes)
+    assert plan.complete
+    out_bytes = sum(sizes[v.name] for v in engine.plan.graph.outputs)
+    for _ in range(2):
+        ctx.execute(feeds)  # lazy workspaces (cuBLAS) allocated before measuring
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    outs = ctx.execute(feeds)
+    torch.cuda.synchronize()
+    measured = torch.cuda.max_memory_allocated() - base
+    del outs
+    print(f"\narena {plan.size} B, peak live {plan.peak_live_bytes} B, outputs {out_bytes} B, "
+          f"caching-allocator peak {measured} B ({measured / (plan.size + out_bytes):.2f}x arena+outputs)")
+    # Everything the plan says is alive at once was alive at once...
+    assert measured >= 0.95 * plan.peak_live_bytes
+    # ...and the plan is most of what the run needed: the rest is tactics' temporaries and
+    # workspaces (attention scores, cuBLAS/cuDNN workspaces), which the plan does not hold.
+    assert measured <= 3.0 * (plan.size + out_bytes) + (8 << 20)
