@@ -23,6 +23,7 @@ def _fill(attrs: dict) -> np.ndarray:
 
 @register
 class ConstantOfShape(Op):
+    host_inputs = (0,)
     name = "ConstantOfShape"
     attrs = {"value": None}
 

@@ -31,6 +31,7 @@ def cumulative(x: torch.Tensor, axis: int, exclusive: int, reverse: int,
 
 
 class Cumulative(Op):
+    host_inputs = (1,)
     attrs = {"exclusive": 0, "reverse": 0}
     fn: Callable[..., torch.Tensor]
     identity: int

@@ -36,6 +36,7 @@ def to_real_layout(z: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 @register
 class DFT(Op):
+    host_inputs = (1, 2)
     name = "DFT"
     attrs = {"inverse": 0, "onesided": 0}
     since_opset = 17

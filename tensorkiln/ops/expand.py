@@ -12,6 +12,7 @@ from .registry import InferContext, Op, as_tuple, register
 
 @register
 class Expand(Op):
+    host_inputs = (1,)
     name = "Expand"
 
     def infer(self, ctx: InferContext) -> list[Optional[TensorType]]:

@@ -13,6 +13,7 @@ from .registry import InferContext, Op, normalize_axis, register
 
 @register
 class OneHot(Op):
+    host_inputs = (1,)
     name = "OneHot"
     attrs = {"axis": -1}
 

@@ -68,6 +68,7 @@ def pad_tensor(x: torch.Tensor, pads: list[tuple[int, int]], mode: str, value: A
 
 @register
 class Pad(Op):
+    host_inputs = (1, 2, 3)
     name = "Pad"
     attrs = {"mode": "constant", "pads": None, "value": 0.0}
 

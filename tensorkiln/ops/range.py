@@ -19,6 +19,7 @@ def range_length(start: float, limit: float, delta: float) -> int:
 
 @register
 class Range(Op):
+    host_inputs = (0, 1, 2)
     name = "Range"
 
     def infer(self, ctx: InferContext) -> list[Optional[TensorType]]:
@@ -38,6 +39,6 @@ class Range(Op):
         n = range_length(s, l, d)
         if dtype.is_floating_point:
             # start + i * delta in float64 then rounded once, as the reference computes it.
-            steps = torch.arange(n, dtype=torch.float64, device=start.device)
+            steps = torch.arange(n, dtype=torch.float64, device=ctx.device)
             return (s + steps * d).to(dtype)
-        return torch.arange(n, dtype=torch.int64, device=start.device).mul_(int(d)).add_(int(s)).to(dtype)
+        return torch.arange(n, dtype=torch.int64, device=ctx.device).mul_(int(d)).add_(int(s)).to(dtype)

@@ -81,6 +81,7 @@ def _square(x: torch.Tensor) -> torch.Tensor:
 
 
 class Reduce(Op):
+    host_inputs = (1,)
     accumulates_in_fp32 = True  # half-precision inputs are computed in float32 (tests/test_precision.py)
     def __init__(self, name: str, fn: ReduceFn, axes_input_since: int, *, noop: Elementwise = _identity,
                  float_math: bool = False, extreme: Optional[str] = None):

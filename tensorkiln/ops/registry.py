@@ -100,6 +100,9 @@ class Op:
     # False for ops whose output is not a function of their inputs (random ops): constant
     # folding must leave them alone.
     deterministic: ClassVar[bool] = True
+    # Inputs the op reads as host values (a shape, axes, pads, k): a constant there is
+    # handed over as a CPU tensor on every backend, so reading it costs no device sync.
+    host_inputs: ClassVar[tuple[int, ...]] = ()
     # True for ops whose every implementation accumulates in float32 whatever the I/O dtype
     # (norms, softmax, sum-like reductions): they may take and give fp16/bf16 tensors safely.
     accumulates_in_fp32: ClassVar[bool] = False

@@ -76,6 +76,7 @@ def _solve_minus_one(in_dims: list[Dim], other: list[Dim]) -> Dim:
 
 @register
 class Reshape(Op):
+    host_inputs = (1,)
     name = "Reshape"
     attrs = {"allowzero": 0, "shape": None}
 

@@ -253,6 +253,7 @@ def _values(t: Optional[torch.Tensor]) -> Optional[list]:
 
 @register
 class Resize(Op):
+    host_inputs = (1, 2, 3)
     name = "Resize"
     since_opset = 10
     attrs = {"antialias": 0, "axes": None, "coordinate_transformation_mode": "half_pixel", "cubic_coeff_a": -0.75,

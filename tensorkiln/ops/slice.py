@@ -29,6 +29,7 @@ def _params(starts: list[int], ends: list[int], axes: Optional[list[int]], steps
 
 @register
 class Slice(Op):
+    host_inputs = (1, 2, 3, 4)
     name = "Slice"
     attrs = {"starts": None, "ends": None, "axes": None}
 

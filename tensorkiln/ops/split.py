@@ -28,6 +28,7 @@ def equal_split(dim: int, parts: int, uneven: bool) -> list[int]:
 
 @register
 class Split(Op):
+    host_inputs = (1,)
     name = "Split"
     attrs = {"axis": 0, "split": None, "num_outputs": None}
 

@@ -11,6 +11,7 @@ from .registry import InferContext, Op, register
 
 @register
 class Squeeze(Op):
+    host_inputs = (1,)
     name = "Squeeze"
     attrs = {"axes": None}
 

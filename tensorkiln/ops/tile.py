@@ -10,6 +10,7 @@ from .registry import InferContext, Op, as_tuple, register
 
 @register
 class Tile(Op):
+    host_inputs = (1,)
     name = "Tile"
 
     def infer(self, ctx: InferContext) -> list[Optional[TensorType]]:

@@ -18,6 +18,7 @@ from .registry import InferContext, Op, normalize_axis, register
 
 @register
 class TopK(Op):
+    host_inputs = (1,)
     name = "TopK"
     attrs = {"axis": -1, "k": None, "largest": 1, "sorted": 1}
 

@@ -13,6 +13,7 @@ from .registry import InferContext, Op, register, same_as_input
 
 @register
 class Trilu(Op):
+    host_inputs = (1,)
     name = "Trilu"
     attrs = {"upper": 1}
 

@@ -19,6 +19,7 @@ def unsqueezed(shape: Sequence[Dim], axes: Sequence[int]) -> list[Dim]:
 
 @register
 class Unsqueeze(Op):
+    host_inputs = (1,)
     name = "Unsqueeze"
     attrs = {"axes": None}
 

@@ -12,6 +12,7 @@ from .resize import output_plan, resize_tensor
 
 @register
 class Upsample(Op):
+    host_inputs = (1,)
     name = "Upsample"
     since_opset = 7
     attrs = {"mode": "nearest", "scales": None}

@@ -13,7 +13,7 @@ import torch
 
 from ..errors import ExecutionError, TensorkilnError
 from ..ir import DType, Graph, Node, numpy_to_torch
-from ..ops import RunContext
+from ..ops import RunContext, get_op
 from ..planner import compute_liveness
 
 TacticFn = Callable[[RunContext, list[Optional[torch.Tensor]], dict[str, Any]], Any]
@@ -44,7 +44,6 @@ class GraphExecutor:
             self._slot(name)
         self.captured = [(self.slot_of[n], n) for n in captured]
         self.input_slots = [self._slot(v.name) for v in graph.inputs]
-        template: list[Any] = []
         for v in graph.initializers:
             self._slot(v.name)
         for n in graph.nodes:
@@ -56,13 +55,33 @@ class GraphExecutor:
         self.template = template
         live = compute_liveness(graph)
         self.steps = [
-            _Step(resolve(n), n.attrs, [-1 if v is None else self.slot_of[v.name] for v in n.inputs],
+            _Step(resolve(n), n.attrs, self._input_slots(n, template),
                   [self.slot_of[v.name] for v in n.outputs],
                   [self.slot_of[name] for name in live.release_after[i]], n)
             for i, n in enumerate(graph.nodes)
         ]
         self.output_slots = [self.slot_of[v.name] for v in graph.outputs]
         self._children: dict[int, GraphExecutor] = {}
+
+    def _input_slots(self, node: Node, template: list[Any]) -> list[int]:
+        """Slots of a node's inputs. A constant an op reads as host values (shape, axes,
+        pads: `Op.host_inputs`) gets a CPU copy, so reading it neither waits for the
+        device nor breaks CUDA-graph capture."""
+        op = get_op(node.op_type, node.domain)
+        host = op.host_inputs if op is not None and self.device.type != "cpu" else ()
+        slots = []
+        for i, v in enumerate(node.inputs):
+            if v is None:
+                slots.append(-1)
+            elif i in host and v.const is not None and v.const.dtype != object:
+                key = f"{v.name}@host"
+                if key not in self.slot_of:
+                    self._slot(key)
+                    template.append(numpy_to_torch(v.const))
+                slots.append(self.slot_of[key])
+            else:
+                slots.append(self.slot_of[v.name])
+        return slots
 
     def _slot(self, name: str) -> int:
         if name not in self.slot_of:
