@@ -492,6 +492,35 @@ def test_chain_source_generation_and_operand_forms():
 # -- applicability ----------------------------------------------------------------------------
 
 @cuda
+@pytest.mark.parametrize("dtype", ["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("geometry", [((2, 16, 14, 14), (16, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
+                                      ((2, 8, 15, 15), (32, 8, 1, 1), {"strides": [2, 2]})])
+def test_cudnn_fused_relu_matches_reference(dtype, residual, geometry):
+    dt = DTYPES[dtype]
+    xs, ws, attrs = geometry
+    out = (xs[0], ws[0], *(((s - 1) // attrs.get("strides", [1, 1])[0] + 1) if not attrs.get("pads") else s
+                          for s in xs[2:]))
+    specs = [(xs, dt), (ws, dt), ((ws[0],), dt)] + ([(out, dt)] if residual else [])
+    node = make_node("FusedConv", specs, {**attrs, "activation": "Relu"}, domain="tensorkiln", opset=1)
+    inputs = random_inputs(node, [1.0, conv_weight_scale(ws), 0.1, 1.0], seed=7)
+    check_against_reference(node, "cudnn_fused_relu", inputs, precision_of(dtype, "conv"))
+
+
+@cuda
+def test_cudnn_fused_relu_supports_reasons():
+    dt = DType.FLOAT16
+    fused = find_tactic("cuda", "FusedConv", "tensorkiln", "cudnn_fused_relu")
+    silu = make_node("FusedConv", [((1, 4, 8, 8), dt), ((4, 4, 3, 3), dt)], {"pads": [1, 1, 1, 1],
+                     "activation": "Silu"}, domain="tensorkiln", opset=1)
+    assert "apply only ReLU" in fused.supports(silu)
+    after = make_node("FusedConv", [((1, 4, 8, 8), dt), ((4, 4, 3, 3), dt), None, ((1, 4, 8, 8), dt)],
+                      {"pads": [1, 1, 1, 1], "activation": "Relu", "residual_after_activation": 1},
+                      domain="tensorkiln", opset=1)
+    assert "after the ReLU" in fused.supports(after)
+
+
+@cuda
 def test_conv_supports_reasons():
     dt = DType.FLOAT16
     asym = make_node("Conv", [((1, 4, 8, 8), dt), ((4, 4, 3, 3), dt)], {"pads": [0, 0, 1, 1]})
