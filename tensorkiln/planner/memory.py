@@ -4,24 +4,9 @@ from __future__ import annotations
 
 from typing import Mapping, Optional
 
-from ..ir import Graph, TensorType
+from ..ir import Graph
+from .arena import value_nbytes
 from .liveness import Liveness
-
-
-def _nbytes(value_type, dims: Mapping[str, int]) -> Optional[int]:
-    if not isinstance(value_type, TensorType) or value_type.shape is None:
-        return None
-    n = 1
-    for d in value_type.shape:
-        if isinstance(d, str):
-            d = dims.get(d)
-        if not isinstance(d, int):
-            return None
-        n *= d
-    try:
-        return n * value_type.dtype.itemsize
-    except TypeError:
-        return None
 
 
 def peak_activation_bytes(graph: Graph, live: Liveness, dims: Mapping[str, int]) -> Optional[int]:
@@ -29,7 +14,7 @@ def peak_activation_bytes(graph: Graph, live: Liveness, dims: Mapping[str, int])
     None when a shape is not known at build time."""
     size: dict[str, int] = {}
     for v in graph.inputs:
-        b = _nbytes(v.type, dims)
+        b = value_nbytes(v.type, dims)
         if b is None:
             return None
         size[v.name] = b
@@ -37,7 +22,7 @@ def peak_activation_bytes(graph: Graph, live: Liveness, dims: Mapping[str, int])
     peak = current
     for i, node in enumerate(graph.nodes):
         for v in node.outputs:
-            b = _nbytes(v.type, dims)
+            b = value_nbytes(v.type, dims)
             if b is None:
                 return None
             size[v.name] = b

@@ -123,6 +123,13 @@ class CudnnConv:
         self._geometry[id(attrs)] = (attrs, spatial, args)
         return args
 
+    def _in_layout(self, x: torch.Tensor, nd: int) -> torch.Tensor:
+        """`x` in the tactic's memory format, converted only when it is not already."""
+        if self.layout == "nhwc":
+            fmt = _CHANNELS_LAST[nd]
+            return x if x.is_contiguous(memory_format=fmt) else x.contiguous(memory_format=fmt)
+        return x if x.is_contiguous() else x.contiguous()
+
     def _weight(self, w: torch.Tensor, dtype: torch.dtype, nd: int) -> torch.Tensor:
         if self.layout == "nhwc":
             fmt = _CHANNELS_LAST[nd]
@@ -138,12 +145,7 @@ class CudnnConv:
         b = optional_input(inputs, 2)
         residual = optional_input(inputs, 3)
         nd = x.dim() - 2
-        if self.layout == "nhwc":
-            fmt = _CHANNELS_LAST[nd]
-            if not x.is_contiguous(memory_format=fmt):
-                x = x.contiguous(memory_format=fmt)
-        elif not x.is_contiguous():
-            x = x.contiguous()
+        x = self._in_layout(x, nd)
         wc = self._weight(w, x.dtype, nd)
         bc = as_dtype(self.weights, b, x.dtype)
         transposed = bool(attrs.get("transposed"))
@@ -179,18 +181,14 @@ class CudnnFusedReluConv(CudnnConv):
         x, w = inputs[0], inputs[1]
         b = optional_input(inputs, 2)
         residual = optional_input(inputs, 3)
-        fmt = torch.channels_last
-        if not x.is_contiguous(memory_format=fmt):
-            x = x.contiguous(memory_format=fmt)
+        x = self._in_layout(x, 2)
         wc = self._weight(w, x.dtype, 2)
         bc = as_dtype(self.weights, b, x.dtype)
         args = self._call_args(attrs, x, wc, False)
         geometry = (args["stride"], args["padding"], args["dilation"], args["groups"])
         if residual is None:
             return torch.cudnn_convolution_relu(x, wc, bc, *geometry)
-        z = residual.to(x.dtype)
-        if not z.is_contiguous(memory_format=fmt):
-            z = z.contiguous(memory_format=fmt)
+        z = self._in_layout(residual.to(x.dtype), 2)
         return torch.cudnn_convolution_add_relu(x, wc, z, 1.0, bc, *geometry)
 
 
@@ -201,12 +199,7 @@ class CudnnConvTranspose(CudnnConv):
         x, w = inputs[0], inputs[1]
         b = optional_input(inputs, 2)
         nd = x.dim() - 2
-        if self.layout == "nhwc":
-            fmt = _CHANNELS_LAST[nd]
-            if not x.is_contiguous(memory_format=fmt):
-                x = x.contiguous(memory_format=fmt)
-        elif not x.is_contiguous():
-            x = x.contiguous()
+        x = self._in_layout(x, nd)
         wc = self._weight(w, x.dtype, nd)
         bc = as_dtype(self.weights, b, x.dtype)
         return conv_transpose_fn(nd)(x, wc, bc, **self._call_args(attrs, x, wc, True))
