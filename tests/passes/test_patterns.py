@@ -630,3 +630,40 @@ def test_sdpa_reference_matches_the_chain_when_shapes_broadcast(rng, backend):
         got = op.reference(None, [q, key, v] + ([] if m is None else [m]), {"scale": 0.3})
         assert got.dtype == torch.float32
         assert_close(got.cpu().numpy(), want.float().cpu().numpy(), "fp32")
+
+
+def nan_guarded_attention(fill: float) -> onnx.ModelProto:
+    # PyTorch's export of BERT's SDPA path: prescaled Q and Kᵀ, a mask, and a NaN guard after the softmax.
+    return model(f"""{header(13)}
+    att (float[2, 3, 5, 8] q, float[2, 3, 6, 8] k, float[2, 3, 6, 8] v, float[2, 1, 5, 6] mask)
+        => (float[2, 3, 5, 8] y) {{
+        kt = Transpose<perm = [0, 1, 3, 2]>(k)
+        qs = Mul(q, r)
+        ks = Mul(kt, r)
+        s0 = MatMul(qs, ks)
+        sm = Add(s0, mask)
+        p = Softmax<axis = -1>(sm)
+        bad = IsNaN(p)
+        pg = Where(bad, fill, p)
+        y = MatMul(pg, v)
+    }}""", {"r": f32(8 ** -0.25), "fill": f32(fill)})
+
+
+def test_attention_with_the_exported_nan_guard(rng):
+    m = nan_guarded_attention(0.0)
+    graph, ctx = recognize(m, recognize_attention)
+    assert ops(graph) == ["ScaledDotProductAttention"] and ctx.rewrites["attention"] == 1
+    # Row 0 of the first batch masks every key: the guard makes it 0, and so does the fused layer.
+    mask = np.where(rng.random((2, 1, 5, 6)) < 0.3, -np.inf, 0).astype(np.float32)
+    mask[0, 0, 0, :] = -np.inf
+    feeds = {"q": normal(rng, 2, 3, 5, 8), "k": normal(rng, 2, 3, 6, 8), "v": normal(rng, 2, 3, 6, 8), "mask": mask}
+    got = run(graph, feeds)["y"]
+    assert np.all(got[0, :, 0, :] == 0)
+    assert_same_as_onnxruntime(m, graph, feeds)
+
+
+def test_attention_with_a_non_zero_nan_fill_is_declined():
+    graph, ctx = recognize(nan_guarded_attention(1.0), recognize_attention)
+    assert "ScaledDotProductAttention" not in ops(graph)
+    assert declines(ctx, "attention") == [
+        "the NaN guard after the softmax fills with a non-zero value (the fused layer gives 0)"]

@@ -97,9 +97,17 @@ def apply_rules(graph: Graph, rules: Sequence[Rule], ctx: PassContext) -> Graph:
         while pos < len(graph.nodes):
             node = graph.nodes[pos]
             for rule in rules:
+                # Match ignoring sharing, then require the match to be closed: every reader of a
+                # value inside it is inside it too (a DAG pattern may read one value twice).
                 m = Match(node)
-                if not _match_node(rule.pattern, node, idx, m):
-                    _report_if_blocked_by_sharing(rule, node, idx, relaxed, ctx, declined)
+                if not _match_node(rule.pattern, node, relaxed, m):
+                    continue
+                m.matched = list({id(n): n for n in m.matched}.values())  # a DAG matches a node twice
+                shared = _read_outside(m, idx)
+                if shared:
+                    if (rule.name, node.name) not in declined:
+                        declined.add((rule.name, node.name))
+                        ctx.declined(rule.name, node.name, "; ".join(shared))
                     continue
                 reason = rule.check(m)
                 if reason:
@@ -125,21 +133,23 @@ def apply_rules(graph: Graph, rules: Sequence[Rule], ctx: PassContext) -> Graph:
     return graph
 
 
-def _report_if_blocked_by_sharing(rule: Rule, node: Node, idx: _Index, relaxed: _Index, ctx: PassContext,
-                                  declined: set[tuple[str, str]]) -> None:
-    """A pattern that matches only when sharing is ignored is declined because fusing would
-    remove a tensor other layers read: say so, with the reader count."""
-    if (rule.name, node.name) in declined:
-        return
-    m = Match(node)
-    if not _match_node(rule.pattern, node, relaxed, m):
-        return
-    shared = [f"{n.op_type} '{n.name}' output '{n.outputs[0].name}' is read elsewhere "
-              f"({idx.uses.get(n.outputs[0].name, 0)} readers)"
-              for n in m.matched if n is not node and idx.uses.get(n.outputs[0].name, 0) != 1]
-    if shared:
-        declined.add((rule.name, node.name))
-        ctx.declined(rule.name, node.name, "; ".join(shared))
+def _read_outside(m: Match, idx: _Index) -> list[str]:
+    """Values produced inside the match that something outside it reads (so the matched
+    nodes cannot all be replaced), each with its reader count."""
+    unique = {id(n): n for n in m.matched}
+    inside: dict[str, int] = {}
+    for n in unique.values():
+        for v in n.inputs:
+            if v is not None:
+                inside[v.name] = inside.get(v.name, 0) + 1
+    out = []
+    for n in unique.values():
+        if n is m.root:
+            continue
+        name = n.outputs[0].name
+        if idx.uses.get(name, 0) != inside.get(name, 0):
+            out.append(f"{n.op_type} '{n.name}' output '{name}' is read elsewhere ({idx.uses.get(name, 0)} readers)")
+    return out
 
 
 def _splice(graph: Graph, removed: list[Node], added: list[Node], root_pos: int) -> int:

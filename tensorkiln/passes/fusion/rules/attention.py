@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from typing import Optional, Union
 
+import numpy as np
+
 from ....ir import Node, Value
 from ..rule import Const, Match, Pat, Rewriter, Rule, Var
 from .patterns import GraphLookup, float_reason, new_node, rank_of, scalar
@@ -101,6 +103,8 @@ def _untransposed_key(lookup: GraphLookup, m: Match, rw: Rewriter) -> tuple[Valu
 
 def attention_rules(lookup: GraphLookup) -> list[Rule]:
     def check(m: Match) -> Optional[str]:
+        if "nan_fill" in m.values and np.any(m.const("nan_fill") != 0):
+            return "the NaN guard after the softmax fills with a non-zero value (the fused layer gives 0)"
         return _attention_reason(m)
 
     def rewrite(m: Match, rw: Rewriter) -> list[Node]:
@@ -125,7 +129,11 @@ def attention_rules(lookup: GraphLookup) -> list[Rule]:
     rules = []
     for scores in scaled:
         for masked in (Pat("Add", [scores, Var("mask")], commutative=True), scores):
-            pattern = Pat("MatMul", [Pat("Softmax", [masked], name="softmax"), Var("v")])
+            probs = Pat("Softmax", [masked], name="softmax")
             # MatMul(Softmax(Add(Div(MatMul(Q, Kᵀ), c), mask)), V) -> ScaledDotProductAttention(Q, K, V, mask)
-            rules.append(Rule("attention", pattern, rewrite, check))
+            rules.append(Rule("attention", Pat("MatMul", [probs, Var("v")]), rewrite, check))
+            # The same with PyTorch's exported NaN guard: fully masked rows give 0, as the fused layer does.
+            # MatMul(Where(IsNaN(P), 0, P), V) with P the softmax above -> ScaledDotProductAttention
+            guarded = Pat("Where", [Pat("IsNaN", [probs]), Const("nan_fill"), probs])
+            rules.append(Rule("attention", Pat("MatMul", [guarded, Var("v")]), rewrite, check))
     return rules
