@@ -260,7 +260,11 @@ def print_build_summary(log: Log, plan: EnginePlan, seconds: float) -> None:
     log.info(f"Engine built in {seconds:.6g} sec.")
     log.info(f"Layers: {len(layers)} ({', '.join(f'{op}: {n}' for op, n in ops.most_common())})")
     for report in plan.build_info.get("passes", []):
-        log.verbose(f"Pass {report['name']}: {report['layers_before']} -> {report['layers_after']} layers")
+        rewrites = ", ".join(f"{rule} x{n}" for rule, n in report.get("rewrites", {}).items())
+        log.verbose(f"Pass {report['name']}: {report['layers_before']} -> {report['layers_after']} layers"
+                    + (f" ({rewrites})" if rewrites else ""))
+        for rule, node, reason in report.get("declines", []):
+            log.verbose(f"  {rule} declined at '{node}': {reason}")
     print_precision_summary(log, plan.build_info.get("precision", {}))
     print_tactic_summary(log, plan)
     memory = plan.memory
