@@ -563,3 +563,39 @@ def test_engine_file_roundtrip_of_fused_model():
     assert [layer["op"] for layer in engine.layers] == ["FusedConv", "Flatten", "FusedMatMul"]
     again = engine.create_execution_context().execute(feeds)
     np.testing.assert_array_equal(again["y"], direct["y"])
+
+
+def test_downsample_bias_joins_the_fused_conv():
+    # Relu(Add(Conv(x, W, b), Conv(x, Wd, bd))): the downsample branch's bias is added inside the fused layer.
+    inits = {"w": rand(4, 4, 3, 3, seed=1), "b": rand(4, seed=2), "wd": rand(4, 4, 1, 1, seed=3), "bd": rand(4, seed=4)}
+    m = onnx_model("c = Conv<pads = [1, 1, 1, 1]>(x, w, b)\n d = Conv(x, wd, bd)\n a = Add(c, d)\n y = Relu(a)",
+                   "float[2,4,6,6] x", "float[2,4,6,6] y", inits)
+    f = Fused(m)
+    assert f.rewrites["residual_bias_hoist"] == 1 and sorted(f.ops) == ["Conv", "FusedConv"]
+    conv = f.node("Conv")
+    assert len(conv.inputs) == 2  # no bias pass left on the downsample branch
+    fused = f.node("FusedConv")
+    np.testing.assert_allclose(fused.inputs[2].const, inits["b"] + inits["bd"], rtol=1e-6)
+    f.check_numbers({"x": rand(2, 4, 6, 6, seed=9)})
+
+
+def test_downsample_bias_stays_when_the_residual_follows_the_activation():
+    # FusedConv(x, W, residual=Conv(x, Wd, bd), Relu, residual after it): bd cannot move past the ReLU.
+    from tensorkiln.ir import DType, Node, TensorType, Value
+    from tensorkiln.passes.fusion import apply_rules
+    from tensorkiln.passes.fusion.rules.epilogue import EPILOGUE_RULES
+    t = TensorType(DType.FLOAT32, (2, 4, 6, 6))
+    x, d, y = Value("x", t), Value("d", t), Value("y", t)
+    w, wd, bd = (Value(n, const=rand(*s, seed=i)) for i, (n, s) in
+                 enumerate([("w", (4, 4, 3, 3)), ("wd", (4, 4, 1, 1)), ("bd", (4,))]))
+    fused_op = get_op("FusedConv", "tensorkiln")
+    attrs = fused_op.normalize({"pads": [1, 1, 1, 1], "activation": "Relu", "residual_after_activation": 1}, 1)
+    graph = Graph("g", [x], [y], [Node("Conv", [x, wd, bd], [d], get_op("Conv").normalize({}, 17), name="down",
+                                       opset=17),
+                                  Node("FusedConv", [x, w, None, d], [y], attrs, name="main", domain="tensorkiln",
+                                       opset=1)], [w, wd, bd])
+    ctx = PassContext()
+    apply_rules(graph, EPILOGUE_RULES, ctx)
+    assert "residual_bias_hoist" not in ctx.rewrites
+    assert ("residual_bias_hoist", "main",
+            "the residual is added after the activation, so its bias cannot join the conv's") in ctx.declines

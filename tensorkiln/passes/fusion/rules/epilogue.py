@@ -188,6 +188,32 @@ def _rewrite_conv_residual(m: Match, rw: Rewriter) -> list[Node]:
     return [_fused(rw, m, "FusedConv", inputs, attrs)]
 
 
+def _check_residual_bias(m: Match) -> Optional[str]:
+    conv, down = m.root, m.node("down")
+    if conv.attrs.get("residual_after_activation"):
+        return "the residual is added after the activation, so its bias cannot join the conv's"
+    bd = _input(down, 2)
+    if bd is None or bd.const is None:
+        return f"Conv '{down.name}' has no constant bias to move"
+    b = _input(conv, 2)
+    if b is not None and (b.const is None or b.const.shape != bd.const.shape):
+        return f"FusedConv '{conv.name}' bias is not a constant of the residual's bias shape"
+    return _float_output(down)
+
+
+def _rewrite_residual_bias(m: Match, rw: Rewriter) -> list[Node]:
+    conv, down = m.root, m.node("down")
+    bd = down.inputs[2].const
+    b = _input(conv, 2)
+    total = bd.astype(np.float64) + (0.0 if b is None else b.const.astype(np.float64))
+    bias = rw.const(total.astype(bd.dtype), f"{conv.name}.bias")
+    plain = rw.node("Conv", down.inputs[:2], down.outputs, dict(down.attrs), like=down)
+    fused = rw.node("FusedConv", [conv.inputs[0], conv.inputs[1], bias, conv.inputs[3]], conv.outputs,
+                    dict(conv.attrs), domain=DOMAIN, opset=conv.opset, like=conv)
+    fused.meta = dict(conv.meta)
+    return [plain, fused]
+
+
 # ---- MatMul / Gemm / FusedMatMul ----------------------------------------------------------------
 
 def _mm_parts(mm: Node) -> tuple[list[Optional[Value]], dict]:
@@ -295,6 +321,10 @@ EPILOGUE_RULES: list[Rule] = [
     # Add(FusedConv(x, W, b, activation=Act), r) -> FusedConv(x, W, b, r, activation=Act, residual_after_activation=1)
     Rule("fused_conv_residual", Pat("Add", [_FUSED_CONV, Var("r")], commutative=True), _rewrite_conv_residual,
          _check_conv_residual),
+    # FusedConv(x, W, b, Conv(y, Wd, bd)) -> FusedConv(x, W, b + bd, Conv(y, Wd)): act(conv + b + (conv_d + bd))
+    # needs the downsample branch's bias added once, inside the fused layer, not as its own pass
+    Rule("residual_bias_hoist", Pat("FusedConv", [Var("x"), Var("w"), None, Pat("Conv", name="down")], domain=DOMAIN),
+         _rewrite_residual_bias, _check_residual_bias),
     # Add(MatMul(a, W), c) -> Gemm(a, W, c) for 2-D a and constant 2-D W, else FusedMatMul(a, W, bias=c | residual=c)
     Rule("matmul_add", Pat("Add", [Pat("MatMul", name="mm"), Var("c")], commutative=True), _rewrite_matmul_add,
          _check_matmul_add),
