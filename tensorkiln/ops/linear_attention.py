@@ -70,7 +70,8 @@ class LinearAttention(Op):
     def reference(self, ctx, inputs, attrs):
         inputs = list(inputs) + [None] * (6 - len(inputs))
         query, key, value, past, decay, beta = inputs[:6]
-        hq, hkv, rule = attrs["q_num_heads"], attrs["kv_num_heads"], attrs["update_rule"]
+        # The rule shows in which of decay and beta are given (check() holds them together).
+        hq, hkv = attrs["q_num_heads"], attrs["kv_num_heads"]
         compute = torch.promote_types(query.dtype, torch.float32)
         b, t, _ = query.shape
         q, k, v = (_heads(x, h).to(compute) for x, h in ((query, hq), (key, hkv), (value, hkv)))

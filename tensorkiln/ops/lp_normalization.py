@@ -7,10 +7,9 @@ from typing import Optional
 
 import torch
 
-from ..ir import DType, TensorType
+from ..ir import TensorType
+from .layer_normalization import check_float_input
 from .registry import InferContext, Op, normalize_axis, register
-
-_FLOATS = (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16, DType.FLOAT64)
 
 
 @register
@@ -22,10 +21,7 @@ class LpNormalization(Op):
     def check(self, node) -> Optional[str]:
         if node.attrs.get("p") not in (1, 2):
             return f"LpNormalization p={node.attrs.get('p')} is not supported (1 or 2)"
-        dt = node.inputs[0].dtype
-        if dt is not None and dt not in _FLOATS:
-            return f"LpNormalization of {dt.short} tensors is not supported"
-        return None
+        return check_float_input(self.name, node)
 
     def infer(self, ctx: InferContext) -> list[Optional[TensorType]]:
         return [ctx.type(0)]

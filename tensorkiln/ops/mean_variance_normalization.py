@@ -8,10 +8,10 @@ from typing import Optional
 
 import torch
 
-from ..ir import DType, TensorType
+from ..ir import TensorType
+from .layer_normalization import check_float_input
 from .registry import InferContext, Op, normalize_axis, register
 
-_FLOATS = (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16, DType.FLOAT64)
 _EPSILON = 1e-9
 
 
@@ -22,10 +22,7 @@ class MeanVarianceNormalization(Op):
     attrs = {"axes": [0, 2, 3]}
 
     def check(self, node) -> Optional[str]:
-        dt = node.inputs[0].dtype
-        if dt is not None and dt not in _FLOATS:
-            return f"MeanVarianceNormalization of {dt.short} tensors is not supported"
-        return None
+        return check_float_input(self.name, node)
 
     def infer(self, ctx: InferContext) -> list[Optional[TensorType]]:
         return [ctx.type(0)]

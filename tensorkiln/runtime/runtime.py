@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from contextlib import nullcontext
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -68,6 +67,11 @@ class Engine:
         for node in plan.graph.walk():
             self._resolved[id(node)] = self._bind(node)
         self.executor = GraphExecutor(plan.graph, device, lambda n: self._resolved[id(n)])
+        # The I/O signature is read on every execute: derived from the plan once.
+        self._inputs = plan.inputs
+        self._outputs = plan.outputs
+        self._input_names = [t.name for t in self._inputs]
+        self._output_names = [t.name for t in self._outputs]
 
     def _bind(self, node: Node) -> TacticFn:
         name = node.meta.get("tactic")
@@ -81,19 +85,19 @@ class Engine:
 
     @property
     def inputs(self) -> list[IOTensor]:
-        return self.plan.inputs
+        return list(self._inputs)
 
     @property
     def outputs(self) -> list[IOTensor]:
-        return self.plan.outputs
+        return list(self._outputs)
 
     @property
     def input_names(self) -> list[str]:
-        return [t.name for t in self.inputs]
+        return list(self._input_names)
 
     @property
     def output_names(self) -> list[str]:
-        return [t.name for t in self.outputs]
+        return list(self._output_names)
 
     @property
     def num_layers(self) -> int:
@@ -269,10 +273,10 @@ class ExecutionContext:
                  ) -> dict[str, Any]:
         """The result dict. `fresh`: the tensors belong to this call (else they are a CUDA
         graph's static outputs, which the next replay overwrites: copy them out)."""
-        for spec, value in zip(self.engine.outputs, outs):
+        for spec, value in zip(self.engine._outputs, outs):
             if value is None and not isinstance(spec.type, OptionalType):
                 raise ExecutionError(f"output '{spec.name}' was not produced")
-        names = self.engine.output_names
+        names = self.engine._output_names
         result: dict[str, Any] = {}
         if outputs:
             result.update(copy_into_user_buffers(

@@ -8,7 +8,7 @@ that returns the reason it does not apply to a node (or None when it does).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 
@@ -97,7 +97,3 @@ def ops_without_tactic(backend: str) -> list[str]:
         if type(op).reference is Op.reference:
             missing.append(op.name)
     return missing
-
-
-def tactic_names(node: Node, backend: str) -> Sequence[str]:
-    return [t.name for t, reason in candidates(node, backend) if reason is None]

@@ -174,16 +174,19 @@ def _const_operand(m: Match, name: str, what: str) -> Union[np.ndarray, str]:
 
 # ---- Mul / Div / Add / Sub by a per-channel constant ----------------------------------------
 
-def _scale_of(m: Match) -> Union[np.ndarray, str]:
-    """The per-channel factor of a Mul or Div root, or the reason there is none."""
+def _channel_operand(m: Match, what: str) -> Union[np.ndarray, str]:
+    """The per-output-channel constant operand of the root, or the reason there is none."""
     layer = m.node("layer")
     reason = check_layer(layer)
     if reason:
         return reason
-    c = _const_operand(m, "c", "scale")
-    if isinstance(c, str):
-        return c
-    vec = per_channel(c, layer, "scale")
+    c = _const_operand(m, "c", what)
+    return c if isinstance(c, str) else per_channel(c, layer, what)
+
+
+def _scale_of(m: Match) -> Union[np.ndarray, str]:
+    """The per-channel factor of a Mul or Div root, or the reason there is none."""
+    vec = _channel_operand(m, "scale")
     if isinstance(vec, str) or m.root.op_type == "Mul":
         return vec
     if np.any(vec == 0.0):
@@ -192,14 +195,7 @@ def _scale_of(m: Match) -> Union[np.ndarray, str]:
 
 
 def _shift_of(m: Match) -> Union[np.ndarray, str]:
-    layer = m.node("layer")
-    reason = check_layer(layer)
-    if reason:
-        return reason
-    c = _const_operand(m, "c", "shift")
-    if isinstance(c, str):
-        return c
-    vec = per_channel(c, layer, "shift")
+    vec = _channel_operand(m, "shift")
     if isinstance(vec, str) or m.root.op_type == "Add":
         return vec
     return -vec
