@@ -227,7 +227,8 @@ def check_outputs(got: Sequence[torch.Tensor], ref: Sequence[torch.Tensor], ref3
     return Check(max_err, worst <= 1.0, worst, max_err32, "; ".join(details))
 
 
-def profile_call(call: Callable[[Any], Any], x: Any, device: torch.device, calls: int = 3) -> Optional[Profile]:
+def profile_call(call: Callable[[Any], Any], x: Any, device: torch.device, calls: int = 3,
+                 top: int = 8) -> Optional[Profile]:
     """Kernels per call and their summed GPU time, from torch.profiler (CUDA activity)."""
     if device.type != "cuda":
         return None
@@ -254,7 +255,7 @@ def profile_call(call: Callable[[Any], Any], x: Any, device: torch.device, calls
     kernels.sort(key=lambda k: -k[1])
     d2h = sum(k[2] for k in kernels if k[0].startswith("Memcpy DtoH"))
     return Profile(sum(k[2] for k in kernels), sum(k[1] for k in kernels), d2h,
-                   [(name[:90], round(ms, 4), round(n, 2)) for name, ms, n in kernels[:8]])
+                   [(name[:90], round(ms, 4), round(n, 2)) for name, ms, n in kernels[:top]])
 
 
 # ---------------------------------------------------------------------------------------
@@ -351,10 +352,30 @@ def tensorkiln_system(bundle: ModelBundle, workload: Workload, precision: str, d
         result = context.execute(inputs)
         return tuple(result[n] for n in names)
 
+    def layer_report(inputs: peers.Inputs) -> list[str]:
+        return _layer_report_lines(context.profile_layers(inputs, runs=10), top=25)
+
     system = peers.System(TENSORKILN, run, build.load_first_inference_ms / 1e3, "engine load + first inference",
-                          status=lambda: _graph_state(context, device))
+                          status=lambda: _graph_state(context, device), layer_report=layer_report)
     system.input_dtype = next((d for d in dtypes.values() if d.is_floating_point), None)
     return system
+
+
+def _layer_report_lines(profile: Any, top: int) -> list[str]:
+    """Eager per-layer time: by op type, then the `top` slowest layers."""
+    total = profile.total_average_ms or 1.0
+    by_op: dict[str, list[float]] = {}
+    for t in profile.layers:
+        entry = by_op.setdefault(f"{t.op_type}/{t.tactic}", [0, 0.0])
+        entry[0] += 1
+        entry[1] += t.average_ms
+    lines = [f"eager layer profile: {profile.total_average_ms:.3f} ms over {len(profile.layers)} layers"]
+    lines += [f"  {ms:8.3f} ms {100 * ms / total:5.1f}%  {op} x{count}"
+              for op, (count, ms) in sorted(by_op.items(), key=lambda kv: -kv[1][1])]
+    lines.append(f"  slowest {top} layers:")
+    lines += [f"  {t.average_ms:8.4f} ms  {t.name[:60]}  {t.op_type}/{t.tactic}"
+              for t in sorted(profile.layers, key=lambda t: -t.average_ms)[:top]]
+    return lines
 
 
 # ---------------------------------------------------------------------------------------
@@ -447,7 +468,14 @@ def run_workload(report: Report, bundle: ModelBundle, workload: Workload, args: 
                 row.throughput = workload.batch / (row.timing.median_ms / 1e3)
                 if args.profile:
                     try:
-                        row.profile = profile_call(system.run, inputs[0], device)
+                        row.profile = profile_call(system.run, inputs[0], device, top=args.profile_top)
+                        if args.profile_top > 8 and row.profile is not None:
+                            log(f"    {system.name} kernels per call:")
+                            for name_, ms, n in row.profile.top:
+                                log(f"      {ms:8.4f} ms x{n:<5g} {name_}")
+                        if args.layer_profile and system.layer_report is not None:
+                            for line in system.layer_report(inputs[0]):
+                                log(f"    {line}")
                     except Exception as exc:  # noqa: BLE001 - profiling is an extra; say why it is missing
                         log(f"    profiling {system.name} failed: {_fmt_exc(exc)}")
                 if system.status is not None:
@@ -678,6 +706,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--max-autotune", action="store_true", help="also torch.compile(mode='max-autotune') (slow)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument("--no-profile", dest="profile", action="store_false", help="skip the profiled calls")
+    p.add_argument("--profile-top", type=int, default=8, help="kernels kept per profile (> 8 also prints them)")
+    p.add_argument("--layer-profile", action="store_true", help="print tensorkiln's eager per-layer profile")
     p.add_argument("--model-route", choices=("auto", "export", "zoo"), default="auto",
                    help="auto: export the PyTorch modules to ONNX, else the zoo fallback; export: fail "
                         "instead of falling back; zoo: the fallback only")

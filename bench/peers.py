@@ -40,6 +40,9 @@ class System:
     # A line on the system's state after the timed calls (tensorkiln: whether CUDA graphs
     # were replayed), or None.
     status: Optional[Callable[[], str]] = None
+    # Lines describing where the time goes layer by layer (tensorkiln's eager layer
+    # profile), or None for systems without one.
+    layer_report: Optional[Callable[[Inputs], list[str]]] = None
 
     def run_checked(self, inputs: Inputs) -> Outputs:
         """Outputs safe to keep past the next call (CUDA-graph outputs are reused buffers)."""

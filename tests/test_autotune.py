@@ -482,6 +482,7 @@ def test_cuda_tuning_picks_among_real_candidates_and_stays_accurate(tmp_path):
     plan = Builder(config).build(graph)
     info = plan.build_info["tactics"]
     assert info["layers_with_choice"] > 0 and info["timed_layers"] > 0 and info["stopped"] is None
+    assert info["timing"] == "cuda_graph"
     tuned = [n for n in plan.graph.nodes if "tactic_times_ms" in n.meta]
     assert all(len(n.meta["tactic_times_ms"]) >= 2 for n in tuned)
     got = Runtime("cuda").load(plan).create_execution_context().execute(feeds)
@@ -491,3 +492,18 @@ def test_cuda_tuning_picks_among_real_candidates_and_stays_accurate(tmp_path):
         assert_close(got[name], expected[name], "tf32", what=name)
     again = Builder(config).build(graph).build_info["tactics"]
     assert again["timed_layers"] == 0 and again["cached_layers"] == info["timed_layers"] + info["cached_layers"]
+
+
+@pytest.mark.cuda
+def test_graph_timing_measures_kernels_and_refuses_uncapturable_calls():
+    device = torch.device("cuda")
+    x = torch.randn(4096, 4096, device=device)
+    eager = autotune.measure(lambda: x @ x, device, avg_timing=4, measurements=3)
+    graphed = autotune.measure(lambda: x @ x, device, avg_timing=4, measurements=3, graphs=True)
+    # A 4096^3 matmul takes far longer than its launch: both timings see the same kernel.
+    assert 0.5 < graphed / eager < 2.0
+    with pytest.raises(autotune.CaptureFailed):
+        autotune.measure(lambda: float(x[0, 0].item()), device, avg_timing=2, measurements=3, graphs=True)
+    # The device is usable after the failed capture, and the caller's stream is current again.
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()
+    assert torch.isfinite((x @ x).sum()).item()

@@ -408,3 +408,20 @@ def test_percentile_matches_trtexec():
     assert percentile(values, 99) == 99.0
     assert percentile(values, 100) == 100.0
     assert percentile([5.0], 50) == 5.0
+
+
+def test_exec_dump_and_export_profile(capsys, workdir, plan_path):
+    exported = workdir / "profile.json"
+    code = main(["exec", f"--loadEngine={plan_path}", "--dumpProfile", "--separateProfileRun",
+                 f"--exportProfile={exported}", *FAST])
+    out = capsys.readouterr().out
+    assert code == 0
+    layers = tensorkiln.Runtime("cpu").load(str(plan_path)).layers
+    assert "=== Profile (3 iterations" in out
+    # "[I] total avg median percent  name  op / tactic"
+    rows = [line.split()[5:] for line in out.splitlines() if line.count(" / ") == 1]
+    assert rows[1:] == [[layer["name"], layer["op"], "/", layer["tactic"]] for layer in layers]
+    records = json.loads(exported.read_text())
+    assert records[0] == {"count": 3}
+    assert [r["name"] for r in records[1:]] == [layer["name"] for layer in layers]
+    assert all(r["averageMs"] > 0 for r in records[1:])

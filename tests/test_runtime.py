@@ -131,3 +131,18 @@ def test_cuda_reference_backend_matches_cpu(rng):
     cpu = tensorkiln.compile(elementwise_model()).predict(feeds)["z"]
     gpu = tensorkiln.compile(elementwise_model(), device="cuda").predict(feeds)["z"]
     np.testing.assert_allclose(gpu, cpu, rtol=1e-6)
+
+
+def test_profile_layers_times_every_layer(engine, rng):
+    ctx = engine.create_execution_context()
+    profile = ctx.profile_layers(_feeds(rng), runs=4, warmup=1)
+    assert profile.runs == 4
+    assert [(t.name, t.op_type, t.tactic) for t in profile.layers] == \
+        [(layer["name"], layer["op"], layer["tactic"]) for layer in engine.layers]
+    assert all(t.total_ms > 0 and t.median_ms > 0 for t in profile.layers)
+    assert all(abs(t.average_ms * 4 - t.total_ms) < 1e-9 for t in profile.layers)
+    assert abs(sum(t.percentage for t in profile.layers) - 100.0) < 1e-6
+    records = profile.to_json()
+    assert records[0] == {"count": 4} and [r["name"] for r in records[1:]] == [t.name for t in profile.layers]
+    with pytest.raises(ConfigError, match="runs >= 1"):
+        ctx.profile_layers(_feeds(rng), runs=0)

@@ -25,7 +25,7 @@ from .build import (TRTEXEC_TUNING_FLAGS, add_tuning_flags, build_engine, optimi
                     parse_layer_precisions, precision_options, save_engine, shape_flags_from, tuning_config)
 from .device import resolve_exec_device
 from .ref_outputs import add_reference_flags, check_reference_outputs, validate_reference_flags
-from .report import IterationTimes, Log, print_performance_summary, print_trace_averages
+from .report import IterationTimes, Log, print_layer_profile, print_performance_summary, print_trace_averages
 from .shapes import ShapeFlags, build_profile, format_dims, run_shapes
 from .tensors import (is_raw, merge_file_shapes, outputs_as_json, parse_input_files, random_inputs,
                       read_input_files, shapes_of, write_json)
@@ -107,11 +107,16 @@ def make_parser() -> KilnArgumentParser:
     inference.add_argument("--noDataTransfers", action="store_true",
                            help="leave out host-to-device and device-to-host copies (CUDA backend)")
     inference.add_argument("--separateProfileRun", action="store_true",
-                           help="accepted (tensorkiln has no per-layer profiler to separate)")
+                           help="accepted: the --dumpProfile/--exportProfile runs are always separate from the "
+                                "timed ones")
     reporting = p.add_argument_group("Reporting Options")
     reporting.add_argument("--verbose", action="store_true", help="verbose logs (and tracebacks on errors)")
     reporting.add_argument("--exportOutput", metavar="FILE", help="write the outputs of the last run as JSON")
     reporting.add_argument("--exportTimes", metavar="FILE", help="write the timing of every iteration as JSON")
+    reporting.add_argument("--dumpProfile", action="store_true",
+                           help="print each layer's time (eager runs after the timed ones, as many as --iterations)")
+    reporting.add_argument("--exportProfile", metavar="FILE",
+                           help="write each layer's time as JSON (trtexec's layout; implies the profiling runs)")
     system = p.add_argument_group("System Options")
     system.add_argument("--device", metavar="N", help="GPU index to run on (an error where there is no GPU)")
     system.add_argument("--backend", choices=("cpu", "cuda"), help="backend to run on (tensorkiln's own flag)")
@@ -268,6 +273,13 @@ def run(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> 
     for warning in getattr(context, "warnings", []):
         log.warn(warning)
     print_performance_summary(log, times, percentiles, on_gpu, data_transfers=not args.noDataTransfers)
+    if args.dumpProfile or args.exportProfile:
+        profile = context.profile_layers(inputs, runs=iterations)
+        if args.dumpProfile:
+            print_layer_profile(log, profile)
+        if args.exportProfile:
+            write_json(Path(args.exportProfile), profile.to_json())
+            log.info(f"Profile of {len(profile.layers)} layers written to '{args.exportProfile}'")
     return 0 if check_reference_outputs(args, outputs, log) else 1
 
 

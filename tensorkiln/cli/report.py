@@ -5,9 +5,12 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Sequence, TextIO
+from typing import TYPE_CHECKING, Sequence, TextIO
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from ..runtime.profiler import LayerProfile
 
 
 def make_console(stream: TextIO) -> Console:
@@ -212,5 +215,27 @@ def print_performance_summary(log: Log, times: Sequence[IterationTimes], percent
         log.verbose("D2H Latency: the latency of device-to-host copies of the outputs of one query.")
 
 
+def print_layer_profile(log: Log, profile: "LayerProfile") -> None:
+    """trtexec's --dumpProfile table (with each layer's op and tactic), slowest layers kept in engine order."""
+    log.info(f"=== Profile ({profile.runs} iterations, eager: layer by layer without the CUDA graph) ===")
+    name_width = max([len("Layer")] + [len(t.name) for t in profile.layers])
+    log.info(f"{'Time(ms)':>10} {'Avg.(ms)':>10} {'Median(ms)':>10} {'Time(%)':>8}   {'Layer':<{name_width}}  "
+             f"Op / tactic")
+    for t in profile.layers:
+        log.info(f"{t.total_ms:10.4f} {t.average_ms:10.4f} {t.median_ms:10.4f} {t.percentage:8.1f}   "
+                 f"{t.name:<{name_width}}  {t.op_type} / {t.tactic}")
+    total = sum(t.total_ms for t in profile.layers)
+    log.info(f"{total:10.4f} {profile.total_average_ms:10.4f} {'':>10} {100.0:8.1f}   Total")
+    by_op: dict[str, list[float]] = {}
+    for t in profile.layers:
+        entry = by_op.setdefault(t.op_type, [0, 0.0])
+        entry[0] += 1
+        entry[1] += t.average_ms
+    log.info("=== Profile by op type (average ms per inference) ===")
+    for op_type, (count, ms) in sorted(by_op.items(), key=lambda kv: -kv[1][1]):
+        share = 100.0 * ms / profile.total_average_ms if profile.total_average_ms else 0.0
+        log.info(f"{ms:10.4f} {share:8.1f}%  {op_type} x{count}")
+
+
 __all__ = ["IterationTimes", "Log", "Stats", "fmt", "make_console", "median", "one_line", "percentile",
-           "print_error", "print_performance_summary", "print_trace_averages"]
+           "print_error", "print_layer_profile", "print_performance_summary", "print_trace_averages"]

@@ -193,6 +193,16 @@ class PoolGeometry:
     def pad(self, x: torch.Tensor, value: float) -> torch.Tensor:
         return pad_spatial(x, self.pad_begins, self.needed_ends, value)
 
+    def symmetric_padding(self) -> Optional[list[int]]:
+        """The per-dim padding p for which torch's floor-mode windows (p on both sides, at most
+        half the dilated kernel) are exactly these windows; None when there is none."""
+        for i in range(self.nd):
+            p, extent = self.pad_begins[i], (self.kernel[i] - 1) * self.dilations[i] + 1
+            torch_out = (self.in_sizes[i] + 2 * p - extent) // self.strides[i] + 1
+            if p < 0 or 2 * p > extent or self.needed_ends[i] > p or torch_out != self.out_sizes[i]:
+                return None
+        return list(self.pad_begins)
+
     def count(self, include_pad: bool, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         if include_pad:
             lo = [-p for p in self.pad_begins]
@@ -224,6 +234,10 @@ def max_pool_nd(x: torch.Tensor, geo: PoolGeometry, with_indices: bool) -> tuple
     nd = geo.nd
     if nd not in _MAX_POOL_FNS:
         raise ValueError(f"{nd}-D max pooling is not supported (1-D, 2-D and 3-D are)")
+    pad = geo.symmetric_padding()
+    if pad is not None and not with_indices:
+        # torch pads with -inf itself: no padded copy of the input.
+        return _MAX_POOL_FNS[nd](x, geo.kernel, geo.strides, pad, geo.dilations), None
     padded = geo.pad(x, float("-inf"))
     res = _MAX_POOL_FNS[nd](padded, geo.kernel, geo.strides, 0, geo.dilations, return_indices=with_indices)
     if with_indices:

@@ -44,6 +44,9 @@ class MaxPool(Op):
              "storage_order": 0, "strides": None}
 
     def check(self, node: Node) -> Optional[str]:
+        # The reference sees only attrs: whether the Indices output exists is recorded here so
+        # that the common single-output MaxPool skips computing argmax positions.
+        node.attrs["_indices"] = int(any(v is not None for v in node.outputs[1:]))
         return check_pool_attrs(node.attrs)
 
     def infer(self, ctx: InferContext) -> list[Optional[TensorType]]:
@@ -59,7 +62,10 @@ class MaxPool(Op):
         x = inputs[0]
         geo = PoolGeometry(list(x.shape[2:]), attrs)
         cd = compute_dtype(x.dtype) if (x.device.type == "cpu" or not x.is_floating_point()) else x.dtype
-        # The reference cannot see whether the Indices output is used, so it always computes it.
-        y, idx = max_pool_nd(x.to(cd), geo, True)
+        # Without the `_indices` record (a plan from before it existed) the indices are computed.
+        with_indices = bool(attrs.get("_indices", 1))
+        y, idx = max_pool_nd(x.to(cd), geo, with_indices)
         y = y.to(x.dtype)
+        if not with_indices:
+            return y
         return [y, onnx_indices(idx, geo, int(attrs.get("storage_order") or 0))]

@@ -24,6 +24,8 @@ from .fuse_layers import fold_scale_and_bias, fuse_epilogues
 from .noops import remove_noops
 from .prune import prune_unused_inputs
 from .recognize import recognize_attention, recognize_patterns
+from .sibling_gemms import merge_sibling_gemms
+from .skip_layer_norm import fuse_skip_layer_norms
 
 Pass = Callable[[Graph, PassContext], Graph]
 
@@ -48,9 +50,14 @@ OPTIMIZING_PIPELINE: tuple[Pass, ...] = (
     remove_noops,
     recognize_patterns,
     recognize_attention,
+    # Needs the LayerNormalization layers recognised; takes the residual Add before the epilogue
+    # fusions can (they would fold it into the GEMM with the bias).
+    fuse_skip_layer_norms,
     fold_scale_and_bias,
     eliminate_concats,
     fuse_epilogues,
+    # After epilogue fusion: siblings merge with their biases and activations inside.
+    merge_sibling_gemms,
     fuse_elementwise_chains,
     eliminate_dead_nodes,
 )

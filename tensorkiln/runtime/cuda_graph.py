@@ -146,6 +146,9 @@ class CudaGraphs:
                     with torch.cuda.graph(graph, pool=self._pool, stream=side, capture_error_mode="thread_local"):
                         outs = run_eagerly(statics)
         finally:
+            # torch.cuda.graph leaves its capture stream current when ending a failed capture raises.
+            if torch.cuda.current_stream(self.device) != caller:
+                torch.cuda.set_stream(caller)
             caller.wait_stream(side)
         for i, out in enumerate(outs):
             if out is not None and not isinstance(out, torch.Tensor):

@@ -15,6 +15,7 @@ from ..errors import ExecutionError, TensorkilnError
 from ..ir import DType, Graph, Node, numpy_to_torch
 from ..ops import RunContext, get_op
 from ..planner import compute_liveness
+from .profiler import StepTimer
 
 TacticFn = Callable[[RunContext, list[Optional[torch.Tensor]], dict[str, Any]], Any]
 Resolve = Callable[[Node], TacticFn]
@@ -95,9 +96,10 @@ class GraphExecutor:
         return ex
 
     def run(self, feeds: Sequence[Any], outer: Optional[Callable[[str], Any]] = None,
-            record: Optional[dict[str, Any]] = None) -> list[Any]:
+            record: Optional[dict[str, Any]] = None, timer: Optional[StepTimer] = None) -> list[Any]:
         """Run the graph. With `record`, every layer output of this graph (not of subgraphs)
-        is also stored there by tensor name, in layer order (for per-layer debugging)."""
+        is also stored there by tensor name, in layer order (for per-layer debugging). With
+        `timer`, each layer (a control-flow layer with its subgraphs) is timestamped."""
         slots = list(self.template)
         for s, x in zip(self.input_slots, feeds):
             slots[s] = x
@@ -106,10 +108,15 @@ class GraphExecutor:
                 raise ExecutionError(f"graph '{self.graph.name}' reads '{name}', which no enclosing graph defines")
             slots[s] = outer(name)
         ctx = RunContext(self.device, lambda g, xs: self._child(g).run(xs, lambda name: slots[self.slot_of[name]]))
-        for step in self.steps:
+        for index, step in enumerate(self.steps):
             args = [slots[i] if i >= 0 else None for i in step.ins]
             try:
-                out = step.fn(ctx, args, step.attrs)
+                if timer is None:
+                    out = step.fn(ctx, args, step.attrs)
+                else:
+                    timer.start(index)
+                    out = step.fn(ctx, args, step.attrs)
+                    timer.stop(index)
             except TensorkilnError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a kernel failure names the layer

@@ -15,6 +15,7 @@ from ..tactics import find_tactic
 from ..tactics.device import describe_device, parse_device
 from .cuda_graph import CudaGraphs, capture_blocker
 from .executor import GraphExecutor, TacticFn
+from .profiler import LayerProfile, StepTimer, layer_profile
 from .io import (check_inputs, copy_into_user_buffers, device_to_host, missing_or_extra, to_runtime_value,
                  to_user_value)
 from .tf32 import tf32_scope
@@ -183,6 +184,18 @@ class ExecutionContext:
         outputs = self._execute(inputs, record, stream, None)
         return outputs, record
 
+    def profile_layers(self, inputs: Mapping[str, Any], runs: int = 10, warmup: int = 1,
+                       stream: Optional["torch.cuda.Stream"] = None) -> LayerProfile:
+        """Each layer's time over `runs` eager runs after `warmup` untimed ones (TensorRT's
+        IProfiler; `kiln exec --dumpProfile`). Runs without the CUDA graph."""
+        if runs < 1 or warmup < 0:
+            raise ConfigError(f"profile_layers needs runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+        nodes = self.engine.plan.graph.nodes
+        timer = StepTimer(len(nodes), self.engine.device)
+        for _ in range(warmup + runs):
+            self._execute(inputs, None, stream, None, timer=timer)
+        return layer_profile(nodes, timer.milliseconds(), runs, skip=warmup)
+
     def input_buffers(self, shapes: Mapping[str, Sequence[int]]) -> dict[str, torch.Tensor]:
         """The CUDA graph's own input tensors for these input shapes (allocated on first ask).
         Writing the inputs into them and passing them to `execute` skips the input copies."""
@@ -212,7 +225,8 @@ class ExecutionContext:
         return tf32_scope(self.engine.tf32) if self._on_cuda else nullcontext()
 
     def _execute(self, inputs: Mapping[str, Any], record: Optional[dict[str, Any]],
-                 stream: Optional["torch.cuda.Stream"], outputs: Optional[Outputs]) -> dict[str, Any]:
+                 stream: Optional["torch.cuda.Stream"], outputs: Optional[Outputs],
+                 timer: Optional[StepTimer] = None) -> dict[str, Any]:
         problem = missing_or_extra(self._specs, inputs, self._ignored)
         if problem:
             raise ShapeError(problem)
@@ -222,12 +236,12 @@ class ExecutionContext:
                 raise ShapeError(f"preallocated output(s) {unknown} are not outputs of the engine; "
                                  f"its outputs are {self.engine.output_names}")
         with self._stream_scope(stream):
-            return self._run(inputs, record, outputs)
+            return self._run(inputs, record, outputs, timer)
 
     def _run(self, inputs: Mapping[str, Any], record: Optional[dict[str, Any]],
-             outputs: Optional[Outputs]) -> dict[str, Any]:
+             outputs: Optional[Outputs], timer: Optional[StepTimer] = None) -> dict[str, Any]:
         device = self.engine.device
-        graphs = self._graphs if record is None else None
+        graphs = self._graphs if record is None and timer is None else None
         values: dict[str, Any] = {}
         any_torch = False
         for spec in self._specs:
@@ -252,7 +266,7 @@ class ExecutionContext:
         feeds = [x.to(device, non_blocking=x.is_pinned()) if isinstance(x, torch.Tensor) and x.device != device
                  else x for x in feeds]
         with self._tf32():
-            outs = self.engine.executor.run(feeds, record=record)
+            outs = self.engine.executor.run(feeds, record=record, timer=timer)
         if record is not None:
             for name in list(record):
                 record[name] = to_user_value(record[name], as_numpy)

@@ -54,7 +54,9 @@ def run(node: Node, name: str, inputs: list[Optional[torch.Tensor]]) -> list[tor
     out = tactic.run(_ctx(), inputs, node.attrs)
     for t, before in zip(inputs, snapshot):
         if t is not None:
-            assert torch.equal(t, before), f"{name} modified an input in place"
+            # NaN-aware: some tests plant NaNs in the inputs.
+            torch.testing.assert_close(t, before, rtol=0, atol=0, equal_nan=True,
+                                       msg=f"{name} modified an input in place")
     return [out] if isinstance(out, torch.Tensor) else list(out)[:len(node.outputs)]
 
 
@@ -232,6 +234,36 @@ def test_gemm_matches_reference(dtype, c_shape, attrs):
     check_against_reference(node, "cublas", random_inputs(node, [1.0, 0.1, 1.0]), precision_of(dtype, "gemm"))
 
 
+def with_constant_weight(node: Node, weight: torch.Tensor) -> Node:
+    """The node with its weight input marked constant (what cublas_nt needs), holding `weight`."""
+    node.inputs[1].const = weight.float().cpu().numpy().astype(node.inputs[1].dtype.numpy)
+    return node
+
+
+@cuda
+@pytest.mark.parametrize("dtype", ["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("op_type, a, b, bias, attrs", [
+    ("MatMul", (2, 16, 64), (64, 96), None, {}),
+    ("Gemm", (32, 64), (64, 48), (48,), {"alpha": 0.5}),
+    ("FusedMatMul", (2, 16, 64), (64, 96), (96,), {"activation": "Relu"}),
+    ("FusedMatMul", (2, 16, 64), (64, 96), (96,), {"activation": "Gelu"}),
+])
+def test_transposed_weight_gemm_matches_reference(dtype, op_type, a, b, bias, attrs):
+    dt = DTYPES[dtype]
+    domain, opset = ("tensorkiln", 1) if op_type == "FusedMatMul" else ("", 13)
+    specs = [(a, dt), (b, dt)] + ([(bias, dt)] if bias else [])
+    node = make_node(op_type, specs, attrs, domain=domain, opset=opset)
+    tactic = find_tactic("cuda", op_type, domain, "cublas_nt")
+    assert "not a constant" in tactic.supports(node)
+    inputs = random_inputs(node, [1.0, 1.0 / math.sqrt(a[-1]), 0.5], seed=3)
+    with_constant_weight(node, inputs[1])
+    assert tactic.supports(node) is None
+    check_against_reference(node, "cublas_nt", inputs, precision_of(dtype, "gemm"))
+    transposed = make_node("Gemm", [((32, 64), dt), ((48, 64), dt)], {"transB": 1}, opset=13)
+    with_constant_weight(transposed, torch.zeros(48, 64))
+    assert "transB" in find_tactic("cuda", "Gemm", "", "cublas_nt").supports(transposed)
+
+
 FUSED_MATMUL_CASES = [
     # (a, b, bias, residual, attrs)
     ((2, 16, 64), (64, 96), (96,), None, {"activation": "Relu"}),            # cuBLASLt bias+ReLU epilogue
@@ -300,6 +332,23 @@ def test_mem_efficient_and_math_match_reference(dtype, shape, mask):
     inputs = mask_inputs(node)
     check_against_reference(node, "mem_efficient", inputs, dtype)
     check_against_reference(node, "math", inputs, precision_of(dtype, "gemm"))
+
+
+@cuda
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("shape, mask", [((2, 4, 64, 64), None), ((2, 4, 64, 64), (2, 1, 1, 64)),
+                                         ((2, 4, 50, 32), (2, 1, 1, 50)), ((2, 48, 32), (48, 48)),
+                                         ((2, 4, 32, 64), (2, 4, 32, 32)), ((2, 12, 128, 64), (2, 1, 1, 128))])
+def test_cudnn_attention_matches_reference(dtype, shape, mask):
+    if not hasattr(torch.ops.aten, "_scaled_dot_product_cudnn_attention"):
+        pytest.skip("this torch has no cuDNN attention operator")
+    node = sdpa_node(shape, shape, shape, DTYPES[dtype], mask)
+    inputs = mask_inputs(node)
+    check_against_reference(node, "cudnn", inputs, dtype)
+    if len(shape) == 4:
+        # Q/K/V as a head split leaves them: [B, S, H, D] memory viewed as [B, H, S, D].
+        strided = [t.transpose(1, 2).contiguous().transpose(1, 2) for t in inputs[:3]] + inputs[3:]
+        check_against_reference(node, "cudnn", strided, dtype)
 
 
 @cuda
@@ -551,3 +600,92 @@ def test_gemm_supports_reasons():
     erf = make_node("FusedMatMul", [((2, 8, 16), DType.FLOAT16), ((16, 4), DType.FLOAT16), ((4,), DType.FLOAT16)],
                     {"activation": "Gelu"}, domain="tensorkiln", opset=1)
     assert "same cuBLAS call" in fused.supports(erf)
+
+
+# -- max pooling ------------------------------------------------------------------------------
+
+MAX_POOL_CASES = [
+    # (x shape, attrs): ResNet's stem pool, ceil mode, dilation with uneven pads, SAME padding, a
+    # window wider than the input's border
+    ((2, 64, 28, 28), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ((1, 5, 9, 9), {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1}),
+    ((2, 3, 10, 11), {"kernel_shape": [3, 2], "dilations": [2, 1], "pads": [2, 0, 1, 1]}),
+    ((1, 70, 7, 7), {"kernel_shape": [3, 3], "auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+    ((2, 4, 6, 6), {"kernel_shape": [4, 4], "pads": [2, 2, 2, 2]}),
+]
+
+
+@cuda
+@pytest.mark.parametrize("dtype", ["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("case", range(len(MAX_POOL_CASES)))
+def test_triton_max_pool_matches_reference(dtype, channels_last, case):
+    shape, attrs = MAX_POOL_CASES[case]
+    node = make_node("MaxPool", [(shape, DTYPES[dtype])], attrs)
+    inputs = random_inputs(node, seed=case)
+    inputs[0][0, 0, 1, 1] = float("nan")  # NaN propagates, as in torch's kernels
+    if channels_last:
+        inputs[0] = inputs[0].to(memory_format=torch.channels_last)
+    expected = run(node, "reference", inputs)[0]
+    actual = run(node, "triton", inputs)[0]
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    # A max is exact in any precision: the results are equal, NaN where the reference has NaN.
+    assert torch.equal(torch.nan_to_num(actual, nan=7.0), torch.nan_to_num(expected, nan=7.0))
+    wide = shape[1] > 1 and channels_last
+    assert actual.is_contiguous(memory_format=torch.channels_last if wide else torch.contiguous_format)
+
+
+@cuda
+def test_triton_max_pool_supports_reasons():
+    tactic = find_tactic("cuda", "MaxPool", "", "triton")
+    with_indices = make_node("MaxPool", [((1, 2, 8, 8), DType.FLOAT32)], {"kernel_shape": [2, 2]}, outputs=2)
+    assert "Indices" in tactic.supports(with_indices)
+    three_d = make_node("MaxPool", [((1, 2, 4, 8, 8), DType.FLOAT32)], {"kernel_shape": [2, 2, 2]})
+    assert "3-D" in tactic.supports(three_d)
+    assert "int8" in tactic.supports(make_node("MaxPool", [((1, 2, 8, 8), DType.INT8)], {"kernel_shape": [2, 2]},
+                                               opset=12))
+
+
+# -- Triton GEMM with a fused epilogue ---------------------------------------------------------
+
+TRITON_GEMM_CASES = [
+    # (a, b, bias, residual, attrs): BERT's feed-forward shape, a transposed weight with a residual
+    # added after the activation, edges that are not tile multiples, K not a multiple of 64
+    ((2, 128, 768), (768, 3072), (3072,), None, {"activation": "Gelu"}),
+    ((70, 64), (130, 64), (1, 130), (70, 130), {"transB": 1, "activation": "Relu", "residual_after_activation": 1}),
+    ((3, 5, 96), (96, 64), (64,), (3, 5, 64), {"activation": "GeluTanh"}),
+    ((33, 200), (200, 72), None, None, {"activation": "Silu"}),
+    ((16, 64), (64, 48), (48,), None, {"activation": "Sigmoid"}),
+    ((16, 64), (64, 48), (48,), (16, 48), {"activation": "Tanh"}),
+]
+
+
+@cuda
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("tile", ["128x256", "64x128"])
+@pytest.mark.parametrize("case", range(len(TRITON_GEMM_CASES)))
+def test_triton_gemm_matches_reference(dtype, tile, case):
+    dt = DTYPES[dtype]
+    a, b, bias, residual, attrs = TRITON_GEMM_CASES[case]
+    specs = [(a, dt), (b, dt), (bias, dt) if bias else None] + ([(residual, dt)] if residual else [])
+    node = make_node("FusedMatMul", specs, attrs, domain="tensorkiln", opset=1)
+    inputs = random_inputs(node, [1.0, 1.0 / math.sqrt(a[-1]), 0.5, 1.0], seed=case)
+    check_against_reference(node, f"triton_gemm_{tile}", inputs, dtype)
+
+
+@cuda
+def test_triton_gemm_supports_reasons():
+    tactic = find_tactic("cuda", "FusedMatMul", "tensorkiln", "triton_gemm_128x256")
+    half = DType.FLOAT16
+
+    def node(attrs, a=(16, 64), b=(64, 32), dt=half, residual=None):
+        specs = [(a, dt), (b, dt), ((32,), dt)] + ([(residual, dt)] if residual else [])
+        return make_node("FusedMatMul", specs, attrs, domain="tensorkiln", opset=1)
+
+    assert tactic.supports(node({"activation": "Gelu"})) is None
+    assert tactic.supports(node({}, residual=(16, 32))) is None
+    assert "cuBLASLt's bias epilogue" in tactic.supports(node({}))
+    assert "float32" in tactic.supports(node({"activation": "Relu"}, dt=DType.FLOAT32))
+    assert "alpha" in tactic.supports(node({"activation": "Relu", "alpha": 2.0}))
+    assert "3-D weight" in tactic.supports(node({"activation": "Relu"}, a=(2, 16, 64), b=(2, 64, 32)))
+    assert "activation Elu" in tactic.supports(node({"activation": "Elu", "activation_params": [1.0]}))

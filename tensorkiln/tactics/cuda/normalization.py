@@ -8,7 +8,10 @@ Row-per-program Triton kernels for both were written and measured against these 
 (BERT-base shapes, fp16, bench/tactic_check.py): LayerNorm over 768 took 25.3 us (batch 1)
 and 25.8 us (batch 64) against torch_fused's 16.5 and 19.2 us; Softmax over 128 took 13.9
 and 62.4 us against 5.6 and 25.6 us. torch's kernels were faster in every case, so they are
-the tactics and the Triton ones were dropped.
+the tactics and the Triton ones were dropped. Those timings were eager, so they included
+Triton's ~20 us Python launch, which an engine replaying its CUDA graph never pays (the tuner
+now times in graphs); the fused residual-add + LayerNorm kernel (skip_layer_norm.py) takes
+9.9 us per call at batch 64 that way, against 8.4 + 21 us for torch's add and layer norm.
 """
 
 from __future__ import annotations
