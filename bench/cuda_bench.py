@@ -364,14 +364,9 @@ def tensorkiln_system(bundle: ModelBundle, workload: Workload, precision: str, d
 def _layer_report_lines(profile: Any, top: int) -> list[str]:
     """Eager per-layer time: by op type, then the `top` slowest layers."""
     total = profile.total_average_ms or 1.0
-    by_op: dict[str, list[float]] = {}
-    for t in profile.layers:
-        entry = by_op.setdefault(f"{t.op_type}/{t.tactic}", [0, 0.0])
-        entry[0] += 1
-        entry[1] += t.average_ms
     lines = [f"eager layer profile: {profile.total_average_ms:.3f} ms over {len(profile.layers)} layers"]
     lines += [f"  {ms:8.3f} ms {100 * ms / total:5.1f}%  {op} x{count}"
-              for op, (count, ms) in sorted(by_op.items(), key=lambda kv: -kv[1][1])]
+              for op, count, ms in profile.by_op(with_tactic=True)]
     lines.append(f"  slowest {top} layers:")
     lines += [f"  {t.average_ms:8.4f} ms  {t.name[:60]}  {t.op_type}/{t.tactic}"
               for t in sorted(profile.layers, key=lambda t: -t.average_ms)[:top]]

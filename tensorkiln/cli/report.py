@@ -226,13 +226,8 @@ def print_layer_profile(log: Log, profile: "LayerProfile") -> None:
                  f"{t.name:<{name_width}}  {t.op_type} / {t.tactic}")
     total = sum(t.total_ms for t in profile.layers)
     log.info(f"{total:10.4f} {profile.total_average_ms:10.4f} {'':>10} {100.0:8.1f}   Total")
-    by_op: dict[str, list[float]] = {}
-    for t in profile.layers:
-        entry = by_op.setdefault(t.op_type, [0, 0.0])
-        entry[0] += 1
-        entry[1] += t.average_ms
     log.info("=== Profile by op type (average ms per inference) ===")
-    for op_type, (count, ms) in sorted(by_op.items(), key=lambda kv: -kv[1][1]):
+    for op_type, count, ms in profile.by_op():
         share = 100.0 * ms / profile.total_average_ms if profile.total_average_ms else 0.0
         log.info(f"{ms:10.4f} {share:8.1f}%  {op_type} x{count}")
 

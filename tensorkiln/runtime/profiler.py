@@ -37,6 +37,15 @@ class LayerProfile:
     def total_average_ms(self) -> float:
         return sum(layer.average_ms for layer in self.layers)
 
+    def by_op(self, with_tactic: bool = False) -> list[tuple[str, int, float]]:
+        """(op type, or "op/tactic", layer count, average ms per inference), slowest first."""
+        groups: dict[str, list[float]] = {}
+        for t in self.layers:
+            entry = groups.setdefault(f"{t.op_type}/{t.tactic}" if with_tactic else t.op_type, [0, 0.0])
+            entry[0] += 1
+            entry[1] += t.average_ms
+        return sorted(((key, int(n), ms) for key, (n, ms) in groups.items()), key=lambda g: -g[2])
+
     def to_json(self) -> list[dict[str, Any]]:
         """trtexec's --exportProfile layout: a count record, then one record per layer."""
         return [{"count": self.runs}] + [
@@ -75,8 +84,7 @@ class StepTimer:
         return [[(b - a) * 1e3 for a, b in pairs] for pairs in self._pairs]
 
 
-def layer_profile(nodes: list[Any], per_step_ms: list[list[float]], runs: int,
-                  skip: Optional[int] = 0) -> LayerProfile:
+def layer_profile(nodes: list[Any], per_step_ms: list[list[float]], runs: int, skip: int = 0) -> LayerProfile:
     """The profile of `nodes` (engine layers in order) from a StepTimer's times, leaving
     out the first `skip` runs (warm-up)."""
     kept = [times[skip:] for times in per_step_ms]

@@ -85,6 +85,11 @@ def as_dtype(cache: DerivedTensors, t: Optional[torch.Tensor], dtype: torch.dtyp
     return cache.get(t, ("dtype", dtype), lambda s: s.to(dtype))
 
 
+def next_power_of_2(n: int) -> int:
+    """The smallest power of two >= n (triton.next_power_of_2, without importing triton)."""
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
 def optional_input(inputs: list[Optional[Any]], i: int) -> Optional[Any]:
     return inputs[i] if i < len(inputs) else None
 

@@ -45,6 +45,18 @@ def _head_dims(node: Node) -> tuple[Any, Any, Any]:
     return q[-1], k[-1], v[-1]
 
 
+def _equal_head_dims_reason(node: Node, largest: int, kernel: str) -> Optional[str]:
+    """Why Q/K/V's head dims do not suit a kernel that wants one head dim, a multiple of 8 up to `largest`."""
+    dq, dk, dv = _head_dims(node)
+    if not all(isinstance(d, int) for d in (dq, dk, dv)):
+        return "head dims unknown before run time"
+    if not dq == dk == dv:
+        return f"head dims differ (Q {dq}, K {dk}, V {dv})"
+    if dq % 8 or dq > largest:
+        return f"head dim {dq} ({kernel} takes multiples of 8 up to {largest})"
+    return None
+
+
 def _mask_reason(node: Node) -> Optional[str]:
     """Why the mask does not broadcast into the [..., S, L] scores without widening them."""
     mask = input_shape(node, 3)
@@ -117,14 +129,7 @@ class Flash:
             return reason
         if optional_input(node.inputs, 3) is not None:
             return "flash attention takes no additive mask"
-        dq, dk, dv = _head_dims(node)
-        if not all(isinstance(d, int) for d in (dq, dk, dv)):
-            return "head dims unknown before run time"
-        if not dq == dk == dv:
-            return f"head dims differ (Q {dq}, K {dk}, V {dv})"
-        if dq % 8 or dq > _MAX_FLASH_HEAD_DIM:
-            return f"head dim {dq} (flash takes multiples of 8 up to {_MAX_FLASH_HEAD_DIM})"
-        return None
+        return _equal_head_dims_reason(node, _MAX_FLASH_HEAD_DIM, "flash")
 
     def run(self, ctx: Any, inputs: list[Optional[torch.Tensor]], attrs: dict[str, Any]) -> torch.Tensor:
         q4, k4, v4, _, out_shape = _fused_operands(inputs)
@@ -175,14 +180,7 @@ class Cudnn:
         q = input_shape(node, 0)
         if len(q) > 4:
             return "5-D+ attention (cuDNN's bias is 4-D)"
-        dq, dk, dv = _head_dims(node)
-        if not all(isinstance(d, int) for d in (dq, dk, dv)):
-            return "head dims unknown before run time"
-        if not dq == dk == dv:
-            return f"head dims differ (Q {dq}, K {dk}, V {dv})"
-        if dq % 8 or dq > 128:
-            return f"head dim {dq} (cuDNN takes multiples of 8 up to 128)"
-        return None
+        return _equal_head_dims_reason(node, 128, "cuDNN")
 
     def run(self, ctx: Any, inputs: list[Optional[torch.Tensor]], attrs: dict[str, Any]) -> torch.Tensor:
         q4, k4, v4, mask, out_shape = _fused_operands(inputs)

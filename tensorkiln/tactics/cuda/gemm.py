@@ -174,7 +174,7 @@ class CublasTransposedWeight(Cublas):
         return self.weights.get(b, ("transposed",), lambda w: w.t().contiguous().t())
 
     def run_matmul(self, ctx: Any, inputs: list[Optional[torch.Tensor]], attrs: dict[str, Any]) -> torch.Tensor:
-        return self.product(inputs[0], self._transposed(inputs[1]), None, 1.0, 1.0, "")[0]
+        return super().run_matmul(ctx, [inputs[0], self._transposed(inputs[1])], attrs)
 
     def run_gemm(self, ctx: Any, inputs: list[Optional[torch.Tensor]], attrs: dict[str, Any]) -> torch.Tensor:
         return super().run_gemm(ctx, [inputs[0], self._transposed(inputs[1])] + list(inputs[2:]), attrs)

@@ -18,7 +18,7 @@ import torch
 
 from ...ir import Node
 from ...ops._conv_common import PoolGeometry
-from ._common import FAST_FLOATS, dtype_reason, input_shape, register, triton_missing
+from ._common import FAST_FLOATS, dtype_reason, input_shape, next_power_of_2, register, triton_missing
 
 _WARPS = 4
 
@@ -40,13 +40,9 @@ def _supports(node: Node) -> Optional[str]:
 def _tile(c: int, channels_last: bool) -> tuple[int, int]:
     """(BLOCK_P, BLOCK_C): channels along the contiguous axis when channels_last, pixels otherwise."""
     if channels_last:
-        block_c = min(64, triton_next_power_of_2(c))
+        block_c = min(64, next_power_of_2(c))
         return 2048 // block_c, block_c
     return 256, 1
-
-
-def triton_next_power_of_2(n: int) -> int:
-    return 1 << max(0, (int(n) - 1).bit_length())
 
 
 class TritonMaxPool:

@@ -30,7 +30,8 @@ from ...ops import get_op
 from ...ops.fused_conv import DOMAIN
 from ...ops.registry import normalize_axis
 from ...ops.skip_layer_norm import MAX_NORMALIZED_SIZE, normalized_size, row_broadcast_reason
-from ._common import DerivedTensors, FAST_FLOATS, dtype_reason, input_shape, optional_input, register, triton_missing
+from ._common import (DerivedTensors, FAST_FLOATS, dtype_reason, input_shape, next_power_of_2, optional_input,
+                      register, triton_missing)
 
 OP_TYPE = "SkipLayerNormalization"
 
@@ -148,7 +149,7 @@ class TritonSkipLayerNorm:
         if rows and n:
             if self._kernel is None:
                 self._kernel = _build_kernel()
-            block_n = 1 << (n - 1).bit_length()
+            block_n = next_power_of_2(n)
             per_program = rows_per_program(rows, block_n, self._multiprocessors(x.device))
             beta_row = self._row_vector(beta, normalized)
             gamma_row = self._row_vector(gamma, normalized)
