@@ -68,6 +68,30 @@ def _is_same_buffer(x: torch.Tensor, static: torch.Tensor) -> bool:
             and x.stride() == static.stride() and x.device == static.device)
 
 
+def _copy_into(statics: Sequence[torch.Tensor], feeds: Sequence[torch.Tensor]) -> None:
+    """Copy each feed into its static buffer (skipping feeds that are the buffer). Device feeds of
+    one dtype go in one multi-tensor kernel: a copy_ per input costs ~7 us of host time each
+    (BERT's three inputs at batch 1: 20 us before the graph starts, on a 0.45 ms inference)."""
+    grouped: dict[torch.dtype, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+    for x, static in zip(feeds, statics):
+        if _is_same_buffer(x, static):
+            continue
+        if x.device == static.device and x.dtype == static.dtype and x.is_contiguous() and _HAS_FOREACH_COPY:
+            dsts, srcs = grouped.setdefault(x.dtype, ([], []))
+            dsts.append(static)
+            srcs.append(x)
+        else:
+            static.copy_(x, non_blocking=True)
+    for dsts, srcs in grouped.values():
+        if len(dsts) == 1:
+            dsts[0].copy_(srcs[0], non_blocking=True)
+        else:
+            torch._foreach_copy_(dsts, srcs, non_blocking=True)
+
+
+_HAS_FOREACH_COPY = hasattr(torch, "_foreach_copy_")
+
+
 class CudaGraphs:
     """The captured graphs of one execution context, by input signature."""
 
@@ -108,9 +132,7 @@ class CudaGraphs:
         if self._last_stream is not None and self._last_stream != stream:
             stream.wait_event(self._done)
         statics = self.static_inputs(key, feeds)
-        for x, static in zip(feeds, statics):
-            if not _is_same_buffer(x, static):
-                static.copy_(x, non_blocking=True)
+        _copy_into(statics, feeds)
         if entry.graph is None:
             self._capture(entry, statics, run_eagerly, in_tf32_scope)
         else:

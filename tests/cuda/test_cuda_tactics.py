@@ -352,6 +352,41 @@ def test_cudnn_attention_matches_reference(dtype, shape, mask):
 
 
 @cuda
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("tile", ["m64", "m16"])
+@pytest.mark.parametrize("shape, mask", [((2, 4, 64, 64), None), ((2, 12, 128, 64), (2, 1, 1, 128)),
+                                         ((2, 4, 50, 32), (2, 1, 1, 50)), ((2, 48, 32), (48, 48)),
+                                         ((2, 4, 32, 64), (2, 4, 32, 32)), ((3, 2, 2, 40, 16), None),
+                                         ((1, 2, 7, 24), (7, 7))])
+def test_triton_attention_matches_reference(dtype, tile, shape, mask):
+    node = sdpa_node(shape, shape, shape, DTYPES[dtype], mask)
+    inputs = mask_inputs(node)
+    check_against_reference(node, f"triton_{tile}", inputs, dtype)
+    if len(shape) == 4:
+        # Q/K/V as a head split of one QKV product leaves them: the output comes back in Q's memory order.
+        fused = torch.cat([t.transpose(1, 2) for t in inputs[:3]], dim=-1)
+        d = shape[-1]
+        strided = [fused[..., i * d:(i + 1) * d].transpose(1, 2) for i in range(3)] + inputs[3:]
+        out = check_against_reference(node, f"triton_{tile}", strided, dtype)[0]
+        assert out.transpose(1, 2).is_contiguous()
+
+
+@cuda
+@pytest.mark.parametrize("tile", ["m64", "m16"])
+def test_triton_attention_edges(tile):
+    """Keys not a multiple of the block, V's head dim unlike Q's, a row masked for every key (zeros,
+    as ops/sdpa.py specifies) and no keys at all."""
+    dt = DType.FLOAT16
+    node = sdpa_node((2, 3, 20, 24), (2, 3, 150, 24), (2, 3, 150, 40), dt, (2, 1, 20, 150))
+    inputs = mask_inputs(node, seed=3)
+    inputs[3][0, 0, 5] = float("-inf")
+    out = check_against_reference(node, f"triton_{tile}", inputs, "fp16")[0]
+    assert torch.all(out[0, :, 5] == 0)
+    empty = sdpa_node((1, 2, 4, 16), (1, 2, 0, 16), (1, 2, 0, 16), dt)
+    assert torch.all(run(empty, f"triton_{tile}", random_inputs(empty))[0] == 0)
+
+
+@cuda
 @pytest.mark.parametrize("dtype", ["fp32", "fp16"])
 def test_math_takes_broadcast_batches_and_widening_masks(dtype):
     dt = DTYPES[dtype]
@@ -379,6 +414,11 @@ def test_attention_supports_reasons():
         assert "widening" in mem.supports(widening)
     double = sdpa_node((2, 8, 8), (2, 8, 8), (2, 8, 8), DType.FLOAT64)
     assert "float64" in find_tactic("cuda", "ScaledDotProductAttention", "tensorkiln", "math").supports(double)
+    triton = find_tactic("cuda", "ScaledDotProductAttention", "tensorkiln", "triton_m16")
+    assert triton.supports(node) is None
+    assert "float32" in triton.supports(sdpa_node((2, 8, 16), (2, 8, 16), (2, 8, 16), DType.FLOAT32))
+    assert "head dim 512" in triton.supports(sdpa_node((1, 8, 512), (1, 8, 512), (1, 8, 512), DType.FLOAT16))
+    assert "Q and K head dims differ" in triton.supports(sdpa_node((1, 8, 32), (1, 8, 16), (1, 8, 16), DType.FLOAT16))
 
 
 # -- LayerNormalization and Softmax -----------------------------------------------------------
@@ -646,6 +686,37 @@ def test_triton_max_pool_supports_reasons():
                                                opset=12))
 
 
+# -- Triton Gather (embedding lookups) ---------------------------------------------------------
+
+@cuda
+@pytest.mark.parametrize("data_dtype", ["fp16", "fp32", "int64"])
+@pytest.mark.parametrize("index_dtype", [DType.INT64, DType.INT32])
+@pytest.mark.parametrize("data, indices", [((30522, 768), (2, 128)), ((2, 768), (1, 16)), ((50, 3, 5), (7,)),
+                                           ((10, 2000), (3, 4)), ((9,), (2, 2))])
+def test_triton_gather_matches_reference(data_dtype, index_dtype, data, indices):
+    dt = {"fp16": DType.FLOAT16, "fp32": DType.FLOAT32, "int64": DType.INT64}[data_dtype]
+    node = make_node("Gather", [(data, dt), (indices, index_dtype)], {"axis": 0}, opset=13)
+    gen = torch.Generator().manual_seed(len(data))
+    table = torch.randn(data, generator=gen) * 100
+    idx = torch.randint(-data[0], data[0], indices, generator=gen)
+    inputs = [table.to(device=DEVICE, dtype=dt.torch), idx.to(device=DEVICE, dtype=index_dtype.torch)]
+    out = check_against_reference(node, "triton", inputs, "exact")[0]
+    assert out.shape == tuple(indices) + tuple(data[1:])
+
+
+@cuda
+def test_triton_gather_out_of_range_rows_are_zeros_and_supports_reasons():
+    node = make_node("Gather", [((4, 8), DType.FLOAT32), ((3,), DType.INT64)], {"axis": 0}, opset=13)
+    table = torch.arange(32, dtype=torch.float32, device=DEVICE).reshape(4, 8) + 1
+    out = run(node, "triton", [table, torch.tensor([1, 7, -5], device=DEVICE)])[0]
+    assert torch.equal(out[0], table[1]) and torch.all(out[1:] == 0)
+    tactic = find_tactic("cuda", "Gather", "", "triton")
+    axis1 = make_node("Gather", [((4, 8), DType.FLOAT32), ((3,), DType.INT64)], {"axis": 1}, opset=13)
+    assert "axis other than the first" in tactic.supports(axis1)
+    flags = make_node("Gather", [((4, 8), DType.BOOL), ((3,), DType.INT64)], {"axis": 0}, opset=13)
+    assert "bool data" in tactic.supports(flags)
+
+
 # -- Triton GEMM with a fused epilogue ---------------------------------------------------------
 
 TRITON_GEMM_CASES = [
@@ -671,6 +742,78 @@ def test_triton_gemm_matches_reference(dtype, tile, case):
     node = make_node("FusedMatMul", specs, attrs, domain="tensorkiln", opset=1)
     inputs = random_inputs(node, [1.0, 1.0 / math.sqrt(a[-1]), 0.5, 1.0], seed=case)
     check_against_reference(node, f"triton_gemm_{tile}", inputs, dtype)
+
+
+TMA_GEMM_CASES = [
+    # (a, b, bias, residual, attrs): BERT's feed-forward shape, a transposed weight with a residual
+    # after the activation, rows and columns that are not tile multiples, a residual before a Relu
+    ((2, 128, 768), (768, 3072), (3072,), None, {"activation": "Gelu"}),
+    ((70, 64), (136, 64), (1, 136), (70, 136), {"transB": 1, "activation": "Relu", "residual_after_activation": 1}),
+    ((3, 5, 96), (96, 64), (64,), (3, 5, 64), {"activation": "GeluTanh"}),
+    ((300, 200), (200, 72), None, (300, 72), {}),
+    ((16, 64), (64, 48), (48,), (16, 48), {"activation": "Relu"}),
+]
+
+
+@cuda
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("case", range(len(TMA_GEMM_CASES)))
+def test_tma_gemm_matches_reference(dtype, case):
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("TMA needs a Hopper GPU")
+    dt = DTYPES[dtype]
+    a, b, bias, residual, attrs = TMA_GEMM_CASES[case]
+    specs = [(a, dt), (b, dt), (bias, dt) if bias else None] + ([(residual, dt)] if residual else [])
+    node = make_node("FusedMatMul", specs, attrs, domain="tensorkiln", opset=1)
+    inputs = random_inputs(node, [1.0, 1.0 / math.sqrt(a[-1]), 0.5, 1.0], seed=case)
+    check_against_reference(node, "triton_tma_128x256", inputs, dtype)
+    # An A that TMA cannot read in place (rows 16-byte misaligned) is copied first.
+    k = a[-1]
+    wide = torch.randn(*a[:-1], k + 1, device=DEVICE).to(dt.torch)
+    inputs[0] = wide[..., 1:]
+    check_against_reference(node, "triton_tma_128x256", inputs, dtype)
+
+
+@cuda
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_cublaslt_tanh_gelu_matches_reference(dtype):
+    dt = DTYPES[dtype]
+    node = make_node("FusedMatMul", [((2, 128, 768), dt), ((768, 3072), dt), ((3072,), dt)], {"activation": "Gelu"},
+                     domain="tensorkiln", opset=1)
+    inputs = random_inputs(node, [1.0, 1.0 / math.sqrt(768), 0.5], seed=1)
+    with_constant_weight(node, inputs[1])
+    check_against_reference(node, "cublaslt_gelu_tanh", inputs, dtype)
+
+
+@cuda
+def test_cublaslt_tanh_gelu_supports_reasons():
+    tactic = find_tactic("cuda", "FusedMatMul", "tensorkiln", "cublaslt_gelu_tanh")
+    assert tactic.source == "cublaslt"
+
+    def node(attrs, dt=DType.FLOAT16, bias=(32,)):
+        specs = [((16, 64), dt), ((64, 32), dt), (bias, dt) if bias else None]
+        return with_constant_weight(make_node("FusedMatMul", specs, attrs, domain="tensorkiln", opset=1),
+                                    torch.randn(64, 32))
+
+    assert tactic.supports(node({"activation": "Gelu"})) is None
+    assert "float32" in tactic.supports(node({"activation": "Gelu"}, dt=DType.FLOAT32))
+    assert "no erf GELU" in tactic.supports(node({"activation": "Relu"}))
+    assert "row bias" in tactic.supports(node({"activation": "Gelu"}, bias=None))
+    plain = make_node("FusedMatMul", [((16, 64), DType.FLOAT16), ((64, 32), DType.FLOAT16), ((32,), DType.FLOAT16)],
+                      {"activation": "Gelu"}, domain="tensorkiln", opset=1)
+    assert "not a constant" in tactic.supports(plain)
+
+
+@cuda
+def test_tma_gemm_supports_reasons():
+    tactic = find_tactic("cuda", "FusedMatMul", "tensorkiln", "triton_tma_128x256")
+    odd = make_node("FusedMatMul", [((16, 60), DType.FLOAT16), ((60, 32), DType.FLOAT16), ((32,), DType.FLOAT16)],
+                    {"activation": "Relu"}, domain="tensorkiln", opset=1)
+    reason = tactic.supports(odd)
+    if torch.cuda.get_device_capability() < (9, 0):
+        assert "Hopper" in reason
+    else:
+        assert "multiples of 8" in reason
 
 
 @cuda

@@ -1,0 +1,65 @@
+"""The Triton fused-attention kernel. Imports triton at the top: loaded only by the first launch
+(tactics/cuda/triton_attention.py), so machines without triton import the package all the same."""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, heads, s_q, s_k, d_qk, d_v, scale,
+                     sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd,
+                     smb, smh, smm, smn, sob, soh, som, sod,
+                     HAS_MASK: tl.constexpr, MASK_ONE_ROW: tl.constexpr, EVEN_N: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr):
+    # One program: BLOCK_M query rows of one (batch, head), against all keys in BLOCK_N steps with
+    # the online softmax (running max and sum in fp32). Every operand is addressed by its strides
+    # (a broadcast mask has stride 0), so the head-split views of a merged QKV GEMM and a
+    # [B, 1, 1, L] mask are read in place.
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // heads
+    h = bh % heads
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    dk = tl.arange(0, BLOCK_DK)
+    dv = tl.arange(0, BLOCK_DV)
+    row_ok = rows < s_q
+    q = tl.load(q_ptr + b * sqb + h * sqh + rows[:, None] * sqm + dk[None, :] * sqd,
+                mask=row_ok[:, None] & (dk < d_qk)[None, :], other=0.0)
+    k_base = k_ptr + b * skb + h * skh
+    v_base = v_ptr + b * svb + h * svh
+    m_base = mask_ptr + b * smb + h * smh
+    running_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    running_sum = tl.zeros((BLOCK_M,), tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_DV), tl.float32)
+    for start in range(0, s_k, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        col_ok = cols < s_k
+        k = tl.load(k_base + cols[None, :] * skn + dk[:, None] * skd,
+                    mask=col_ok[None, :] & (dk < d_qk)[:, None], other=0.0)
+        scores = tl.dot(q, k) * scale
+        if HAS_MASK:
+            if MASK_ONE_ROW:
+                # One mask row for every query (BERT's [B, 1, 1, L] padding mask): load it once per block.
+                scores += tl.load(m_base + cols * smn, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+            else:
+                scores += tl.load(m_base + rows[:, None] * smm + cols[None, :] * smn,
+                                  mask=row_ok[:, None] & col_ok[None, :], other=0.0).to(tl.float32)
+        if not EVEN_N:
+            scores = tl.where(col_ok[None, :], scores, float("-inf"))
+        new_max = tl.maximum(running_max, tl.max(scores, 1))
+        # A row whose keys so far are all masked (-inf) keeps max -inf: subtract 0 instead, so its
+        # weights are exp(-inf) = 0 rather than NaN.
+        shift = tl.where(new_max == float("-inf"), 0.0, new_max)
+        weights = tl.exp(scores - shift[:, None])
+        rescale = tl.exp(running_max - shift)
+        running_sum = running_sum * rescale + tl.sum(weights, 1)
+        v = tl.load(v_base + cols[:, None] * svn + dv[None, :] * svd,
+                    mask=col_ok[:, None] & (dv < d_v)[None, :], other=0.0)
+        acc = acc * rescale[:, None] + tl.dot(weights.to(v.dtype), v)
+        running_max = new_max
+    # A row masked (-inf) for every key gives zeros, as ops/sdpa.py specifies (torch's kernels do too).
+    out = tl.where(running_sum[:, None] > 0.0, acc / running_sum[:, None], 0.0)
+    tl.store(o_ptr + b * sob + h * soh + rows[:, None] * som + dv[None, :] * sod, out.to(o_ptr.dtype.element_ty),
+             mask=row_ok[:, None] & (dv < d_v)[None, :])
