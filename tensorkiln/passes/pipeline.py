@@ -23,6 +23,7 @@ from .fold_constants import fold_constants
 from .fuse_layers import fold_scale_and_bias, fuse_epilogues
 from .noops import remove_noops
 from .prune import prune_unused_inputs
+from .attention_masks import narrow_attention_masks
 from .recognize import recognize_attention, recognize_patterns
 from .sibling_gemms import merge_sibling_gemms
 from .skip_layer_norm import fuse_skip_layer_norms
@@ -50,6 +51,8 @@ OPTIMIZING_PIPELINE: tuple[Pass, ...] = (
     remove_noops,
     recognize_patterns,
     recognize_attention,
+    # On the attention layers, before elementwise chains absorb the Where/And that widen their masks.
+    narrow_attention_masks,
     # Needs the LayerNormalization layers recognised; takes the residual Add before the epilogue
     # fusions can (they would fold it into the GEMM with the bias).
     fuse_skip_layer_norms,
