@@ -68,6 +68,9 @@ def _is_same_buffer(x: torch.Tensor, static: torch.Tensor) -> bool:
             and x.stride() == static.stride() and x.device == static.device)
 
 
+_HAS_FOREACH_COPY = hasattr(torch, "_foreach_copy_")
+
+
 def _copy_into(statics: Sequence[torch.Tensor], feeds: Sequence[torch.Tensor]) -> None:
     """Copy each feed into its static buffer (skipping feeds that are the buffer). Device feeds of
     one dtype go in one multi-tensor kernel: a copy_ per input costs ~7 us of host time each
@@ -87,9 +90,6 @@ def _copy_into(statics: Sequence[torch.Tensor], feeds: Sequence[torch.Tensor]) -
             dsts[0].copy_(srcs[0], non_blocking=True)
         else:
             torch._foreach_copy_(dsts, srcs, non_blocking=True)
-
-
-_HAS_FOREACH_COPY = hasattr(torch, "_foreach_copy_")
 
 
 class CudaGraphs:

@@ -85,6 +85,21 @@ def as_dtype(cache: DerivedTensors, t: Optional[torch.Tensor], dtype: torch.dtyp
     return cache.get(t, ("dtype", dtype), lambda s: s.to(dtype))
 
 
+# The multiprocessor count assumed for tensors not on a GPU (the Triton interpreter); an H100/H200 has 132.
+DEFAULT_MULTIPROCESSORS = 132
+_MULTIPROCESSORS: dict[int, int] = {}
+
+
+def multiprocessor_count(device: torch.device) -> int:
+    """The device's multiprocessor count (looked up once per GPU); DEFAULT_MULTIPROCESSORS off the GPU."""
+    if device.type != "cuda":
+        return DEFAULT_MULTIPROCESSORS
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _MULTIPROCESSORS:
+        _MULTIPROCESSORS[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return _MULTIPROCESSORS[index]
+
+
 def next_power_of_2(n: int) -> int:
     """The smallest power of two >= n (triton.next_power_of_2, without importing triton)."""
     return 1 << max(0, (int(n) - 1).bit_length())

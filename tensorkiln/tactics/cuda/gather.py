@@ -14,6 +14,7 @@ the layer). Data of the float and integer dtypes in _DATA_DTYPES; indices int32 
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 import torch
@@ -42,8 +43,9 @@ def _supports(node: Node) -> Optional[str]:
     dt = input_dtype(node, 0)
     if dt not in _DATA_DTYPES:
         return f"{'unknown' if dt is None else dt.short} data (the kernel copies {', '.join(d.short for d in _DATA_DTYPES)})"
-    if input_dtype(node, 1) not in _INDEX_DTYPES:
-        return f"{input_dtype(node, 1).short if input_dtype(node, 1) else 'unknown'} indices (int32/int64 only)"
+    index_dt = input_dtype(node, 1)
+    if index_dt not in _INDEX_DTYPES:
+        return f"{'unknown' if index_dt is None else index_dt.short} indices (int32/int64 only)"
     return None
 
 
@@ -57,7 +59,7 @@ class TritonGather:
             self._kernel = gather_rows_kernel
         data, idx = inputs[0].contiguous(), inputs[1].contiguous()
         rows = data.shape[0]
-        width = data[0].numel() if rows else int(torch.Size(data.shape[1:]).numel())
+        width = math.prod(data.shape[1:])
         out = torch.empty(tuple(idx.shape) + tuple(data.shape[1:]), dtype=data.dtype, device=data.device)
         n_idx = idx.numel()
         if n_idx and width:

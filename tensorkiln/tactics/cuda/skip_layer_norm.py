@@ -30,8 +30,8 @@ from ...ops import get_op
 from ...ops.fused_conv import DOMAIN
 from ...ops.registry import normalize_axis
 from ...ops.skip_layer_norm import MAX_NORMALIZED_SIZE, normalized_size, row_broadcast_reason
-from ._common import (DerivedTensors, FAST_FLOATS, dtype_reason, input_shape, next_power_of_2, optional_input,
-                      register, triton_missing)
+from ._common import (DerivedTensors, FAST_FLOATS, dtype_reason, input_shape, multiprocessor_count, next_power_of_2,
+                      optional_input, register, triton_missing)
 
 OP_TYPE = "SkipLayerNormalization"
 
@@ -40,8 +40,6 @@ OP_TYPE = "SkipLayerNormalization"
 _ELEMENTS_PER_PROGRAM = 4096
 # Programs wanted per multiprocessor before ROWS grows beyond 1.
 _PROGRAMS_PER_SM = 4
-# The multiprocessor count assumed for tensors not on a GPU (the Triton interpreter); an H100/H200 has 132.
-_DEFAULT_SMS = 132
 
 
 def _build_kernel() -> Any:
@@ -94,7 +92,6 @@ class TritonSkipLayerNorm:
     def __init__(self) -> None:
         self._kernel: Any = None
         self.weights = DerivedTensors()
-        self._sms: dict[int, int] = {}
 
     def supports(self, node: Node) -> Optional[str]:
         missing = triton_missing()
@@ -119,14 +116,6 @@ class TritonSkipLayerNorm:
             return f"rows of {size} elements exceed one block ({MAX_NORMALIZED_SIZE})"
         return row_broadcast_reason(x, skip, axis)
 
-    def _multiprocessors(self, device: torch.device) -> int:
-        if device.type != "cuda":
-            return _DEFAULT_SMS
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        if index not in self._sms:
-            self._sms[index] = torch.cuda.get_device_properties(index).multi_processor_count
-        return self._sms[index]
-
     def _row_vector(self, t: Optional[torch.Tensor], normalized: tuple[int, ...]) -> Optional[torch.Tensor]:
         """gamma or beta as N contiguous elements (broadcast to the normalized shape once per weight)."""
         if t is None or (tuple(t.shape) == normalized and t.is_contiguous()):
@@ -150,7 +139,7 @@ class TritonSkipLayerNorm:
             if self._kernel is None:
                 self._kernel = _build_kernel()
             block_n = next_power_of_2(n)
-            per_program = rows_per_program(rows, block_n, self._multiprocessors(x.device))
+            per_program = rows_per_program(rows, block_n, multiprocessor_count(x.device))
             beta_row = self._row_vector(beta, normalized)
             gamma_row = self._row_vector(gamma, normalized)
             self._kernel[(-(-rows // per_program),)](

@@ -22,9 +22,8 @@ from typing import Any, Optional
 import torch
 
 from ...ir import Node
-from ._common import HALF_FLOATS, dtype_reason, input_shape, next_power_of_2, optional_input, register, \
-    triton_missing
-from .attention import _as_4d, _dense_rows, _mask_4d, _mask_reason, _out_shape, _same_batch
+from ._common import HALF_FLOATS, dtype_reason, input_shape, next_power_of_2, register, triton_missing
+from .attention import _fused_operands, _mask_4d, _mask_reason, _same_batch
 
 # name -> (BLOCK_M query rows, BLOCK_N keys per step, warps, pipeline stages). Measured on an H200
 # with BERT-base's layer (12 heads, sequence 128, head dim 64, fp16, [B, 1, 1, 128] mask, Q/K/V
@@ -70,15 +69,12 @@ class TritonAttention:
         if self._kernel is None:
             from .attention_kernels import attention_kernel
             self._kernel = attention_kernel
-        q, k, v = inputs[0], inputs[1], inputs[2]
-        mask = optional_input(inputs, 3)
-        out_shape = _out_shape(q, v)
-        q4, k4, v4 = _dense_rows(_as_4d(q)), _dense_rows(_as_4d(k)), _dense_rows(_as_4d(v))
+        q4, k4, v4, mask, out_shape = _fused_operands(inputs)
         batch, heads, s_q, d_qk = q4.shape
         s_k, d_v = k4.shape[2], v4.shape[3]
         out = _empty_in_order_of(q4, (batch, heads, s_q, d_v))
         if mask is not None:
-            mask = _mask_4d(mask, q.dim()).expand(batch, heads, s_q, s_k)
+            mask = _mask_4d(mask, inputs[0].dim()).expand(batch, heads, s_q, s_k)
             mask_strides = mask.stride()
         else:
             mask_strides = (0, 0, 0, 0)
@@ -90,7 +86,8 @@ class TritonAttention:
             self._kernel[grid](
                 q4, k4, v4, mask if mask is not None else q4, out, heads, s_q, s_k, d_qk, d_v,
                 float(attrs["scale"]), *q4.stride(), *k4.stride(), *v4.stride(), *mask_strides, *out.stride(),
-                HAS_MASK=mask is not None, MASK_ONE_ROW=mask_strides[2] == 0 or s_q == 1, EVEN_N=s_k % block_n == 0, BLOCK_M=block_m, BLOCK_N=block_n,
+                HAS_MASK=mask is not None, MASK_ONE_ROW=mask_strides[2] == 0 or s_q == 1, EVEN_N=s_k % block_n == 0,
+                BLOCK_M=block_m, BLOCK_N=block_n,
                 BLOCK_DK=max(16, next_power_of_2(d_qk)), BLOCK_DV=max(16, next_power_of_2(d_v)),
                 num_warps=warps, num_stages=stages)
         return out if out.dim() == len(out_shape) else out.reshape(out_shape)

@@ -23,8 +23,8 @@ from typing import Any, Optional
 import torch
 
 from ...ir import Node
-from ._common import DerivedTensors, HALF_FLOATS, as_dtype, dtype_reason, input_shape, optional_input, register, \
-    triton_missing
+from ._common import (DerivedTensors, HALF_FLOATS, as_dtype, dtype_reason, input_shape, multiprocessor_count,
+                      optional_input, register, triton_missing)
 
 # Epilogue activation name -> the kernel's activation code (gemm_kernels: NONE, RELU, GELU, ...).
 ACTIVATIONS = {"": 0, "Relu": 1, "Gelu": 2, "GeluTanh": 3, "Sigmoid": 4, "Tanh": 5, "Silu": 6}
@@ -50,8 +50,6 @@ TMA_TILES = {
     "128x256": (128, 256, 64, 8, 3),
 }
 _GROUP_M = 8
-# The multiprocessor count assumed for tensors not on a GPU (the Triton interpreter).
-_DEFAULT_SMS = 132
 
 
 def _supports(node: Node) -> Optional[str]:
@@ -160,7 +158,6 @@ class TmaGemm:
         self.weights = DerivedTensors()
         self._kernel: Any = None
         self._descriptor: Any = None
-        self._programs: dict[int, int] = {}
         # Pipeline stages that fit shared memory, by epilogue variant (found at the first launch).
         self._stages: dict[tuple, int] = {}
 
@@ -183,7 +180,7 @@ class TmaGemm:
         b_desc = desc(b_nk, [n, k], list(b_nk.stride()), [bn, bk])
         c_desc = desc(ops.out, [m, n], list(ops.out.stride()), [bm, bn // 2])
         bias, res, srm, srn = ops.epilogue_args()
-        programs = min(self._multiprocessors(a.device), math.ceil(m / bm) * math.ceil(n / bn))
+        programs = min(multiprocessor_count(a.device), math.ceil(m / bm) * math.ceil(n / bn))
         variant = tuple(sorted(ops.flags.items()))
         stages = self._stages.get(variant, stages)
         while True:
@@ -201,13 +198,6 @@ class TmaGemm:
         self._stages[variant] = stages
         return ops.result()
 
-    def _multiprocessors(self, device: torch.device) -> int:
-        index = device.index if device.index is not None else 0
-        if index not in self._programs:
-            self._programs[index] = (torch.cuda.get_device_properties(device).multi_processor_count
-                                     if device.type == "cuda" else _DEFAULT_SMS)
-        return self._programs[index]
-
 
 def _tma_supports(node: Node) -> Optional[str]:
     reason = _supports(node)
@@ -215,7 +205,7 @@ def _tma_supports(node: Node) -> Optional[str]:
         return reason
     if torch.cuda.is_available() and torch.cuda.get_device_capability() < (9, 0):
         return "TMA needs a Hopper (sm90) or newer GPU"
-    a, b = input_shape(node, 0), input_shape(node, 1)
+    b = input_shape(node, 1)
     k, n = (b[1], b[0]) if node.attrs.get("transB") else (b[0], b[1])
     if not isinstance(k, int) or not isinstance(n, int):
         return "weight dims unknown before run time"
