@@ -717,6 +717,33 @@ def test_triton_gather_out_of_range_rows_are_zeros_and_supports_reasons():
     assert "bool data" in tactic.supports(flags)
 
 
+@cuda
+@pytest.mark.parametrize("data, axis, indices, view", [
+    ((128, 1), 0, torch.arange(128).reshape(1, 1, 1, 128), True),    # BERT's padding mask gather
+    ((2, 128, 768), 1, torch.tensor(0), True),                       # BERT's pooler: token 0
+    ((5, 6), 1, torch.tensor([-3, -2, -1]), True),                   # consecutive once wrapped
+    ((5, 6), 0, torch.tensor([[4, -5], [2, 2]]), False),             # not consecutive: index_select
+    ((5, 6), 1, torch.zeros(0, dtype=torch.int64), False),           # no indices
+])
+def test_constant_index_gather_matches_reference(data, axis, indices, view):
+    node = make_node("Gather", [(data, DType.FLOAT16), (tuple(indices.shape), DType.INT64)], {"axis": axis}, opset=13)
+    node.inputs[1].const = indices.numpy()
+    table = torch.randn(data, generator=torch.Generator().manual_seed(0)).to(device=DEVICE, dtype=torch.float16)
+    out = check_against_reference(node, "constant_indices", [table, indices.to(DEVICE)], "exact")[0]
+    assert (out.untyped_storage().data_ptr() == table.untyped_storage().data_ptr()) == view
+
+
+@cuda
+def test_constant_index_gather_supports_reasons():
+    tactic = find_tactic("cuda", "Gather", "", "constant_indices")
+    node = make_node("Gather", [((4, 8), DType.FLOAT32), ((3,), DType.INT64)], {"axis": 1}, opset=13)
+    assert "not a constant" in tactic.supports(node)
+    node.inputs[1].const = torch.tensor([0, 7, -8]).numpy()
+    assert tactic.supports(node) is None
+    node.inputs[1].const = torch.tensor([0, 8]).numpy()
+    assert "outside [-8, 8)" in tactic.supports(node)
+
+
 # -- Triton GEMM with a fused epilogue ---------------------------------------------------------
 
 TRITON_GEMM_CASES = [

@@ -1,6 +1,7 @@
 """CUDA tactics beyond the reference ones; importing this package registers them.
 
-conv (cuDNN, NCHW and NHWC), gemm (cuBLAS/cuBLASLt epilogues), attention (flash,
+conv (cuDNN, NCHW and NHWC), gemm (cuBLAS/cuBLASLt epilogues), cublaslt (cuBLASLt's heuristic's
+top algorithms, each a tactic, through a ctypes binding), attention (flash,
 memory-efficient, math), normalization (torch's fused LayerNorm/Softmax kernels) and
 elementwise (a Triton kernel generated per ElementwiseChain program), gather (embedding lookups in one
 Triton kernel), pooling (a Triton
@@ -10,5 +11,5 @@ Triton GEMM with bias, activation and residual fused). Nothing here imports
 triton at import time: triton_kernels is loaded by the first Triton launch.
 """
 
-from . import (attention, conv, elementwise, gather, gemm, normalization, pooling, skip_layer_norm,  # noqa: F401
+from . import (attention, conv, cublaslt, elementwise, gather, gemm, normalization, pooling, skip_layer_norm,  # noqa: F401
                triton_attention, triton_gemm)  # (register on import)

@@ -3,7 +3,6 @@ and whether Triton can be imported (without importing it: CPU installs lack it).
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import weakref
 from typing import Any, Callable, Hashable, Optional
@@ -54,10 +53,9 @@ class DerivedTensors:
     """
 
     def __init__(self) -> None:
-        self._entries: dict[tuple, tuple[weakref.ref, int, torch.Tensor]] = {}
+        self._entries: dict[tuple, tuple[weakref.ref, int, Any]] = {}
 
-    def get(self, source: torch.Tensor, purpose: Hashable, derive: Callable[[torch.Tensor], torch.Tensor]
-            ) -> torch.Tensor:
+    def get(self, source: torch.Tensor, purpose: Hashable, derive: Callable[[torch.Tensor], Any]) -> Any:
         key = (source.data_ptr(), tuple(source.shape), tuple(source.stride()), source.dtype, purpose)
         entry = self._entries.get(key)
         version = source._version
@@ -110,8 +108,9 @@ def optional_input(inputs: list[Optional[Any]], i: int) -> Optional[Any]:
 
 
 def register(name: str, op_type: str, run: Any, supports: Callable[[Node], Optional[str]], domain: str = "",
-             source: str = "torch") -> Tactic:
+             source: str = "torch", workspace_bytes: Optional[Callable[[Node, list], int]] = None) -> Tactic:
     """Register a CUDA tactic; `source` names the library its kernels come from (cudnn, cublas, triton,
-    torch), which trtexec-style --tacticSources filters on."""
-    extra = {"source": source} if any(f.name == "source" for f in dataclasses.fields(Tactic)) else {}
-    return register_tactic(Tactic(name, op_type, "cuda", run, domain, supports, **extra))
+    torch), which trtexec-style --tacticSources filters on; `workspace_bytes` (node, inputs) -> bytes of
+    scratch memory it needs, which --memPoolSize=workspace:N limits."""
+    return register_tactic(Tactic(name, op_type, "cuda", run, domain, supports, source=source,
+                                  workspace_bytes=workspace_bytes))

@@ -1,4 +1,6 @@
-""""triton" tactic for Gather along axis 0 (embedding lookups): index wrap and row copy in one kernel.
+"""Gather tactics: "triton" (embedding lookups) and "constant_indices".
+
+"triton", for Gather along axis 0: index wrap and row copy in one kernel.
 
 The reference wraps negative indices with three elementwise kernels (compare, add, where) before
 index_select: four launches per lookup. BERT-base has four lookups (word, token type and position
@@ -10,18 +12,26 @@ Indices outside [-rows, rows) are an error in ONNX. The reference's index_select
 with a device-side assert, which leaves the process's CUDA context unusable; this kernel writes
 zeros for such rows instead (a server keeps running; `kiln compare` against the reference shows
 the layer). Data of the float and integer dtypes in _DATA_DTYPES; indices int32 or int64.
+
+"constant_indices", for indices that are a constant (exporters' mask and pooler code: BERT's
+padding mask is gathered with arange(sequence), its pooler takes token 0 with a scalar): the
+indices are checked against the axis at build time and wrapped once, not on every call; where
+they are consecutive the output is a view of the data (narrow and reshape, no kernel at all),
+else one index_select. At batch 1 that removes eight launches from BERT-base.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 from ...ir import DType, Node
 from ...ops.registry import normalize_axis
-from ._common import input_dtype, input_shape, next_power_of_2, register, triton_missing
+from ._common import DerivedTensors, input_dtype, input_shape, next_power_of_2, register, triton_missing
 
 # Elements one program copies (BLOCK_I * BLOCK_W), and the widest column block.
 _ELEMENTS_PER_PROGRAM = 4096
@@ -70,11 +80,61 @@ class TritonGather:
         return out
 
 
+def _constant_supports(node: Node) -> Optional[str]:
+    indices = node.inputs[1].const
+    if indices is None:
+        return "the indices are not a constant"
+    data = input_shape(node, 0)
+    if data is None or not data:
+        return "data rank unknown before run time or 0-D"
+    size = data[normalize_axis(int(node.attrs.get("axis", 0)), len(data))]
+    if not isinstance(size, int):
+        return "the gathered axis's size is not known before run time"
+    flat = np.asarray(indices).reshape(-1)
+    if flat.size and (flat.min() < -size or flat.max() >= size):
+        return f"constant indices outside [-{size}, {size}) (the reference reports the error)"
+    return None
+
+
+@dataclass(frozen=True)
+class _Indices:
+    wrapped: torch.Tensor  # flat, non-negative, on the data's device
+    start: Optional[int]   # the first one when they are consecutive (the output is then a view)
+
+    @staticmethod
+    def of(indices: torch.Tensor, size: int) -> "_Indices":
+        flat = indices.reshape(-1).to(torch.int64)
+        host = flat.cpu()  # once per constant: the tactic's lazily built state, made before any graph capture
+        if host.numel() and (int(host.min()) < -size or int(host.max()) >= size):
+            raise IndexError(f"Gather: constant indices outside [-{size}, {size}) for an axis of size {size}")
+        host = torch.where(host < 0, host + size, host)
+        count = host.numel()
+        consecutive = count > 0 and bool(torch.equal(host, torch.arange(int(host[0]), int(host[0]) + count)))
+        return _Indices(host.to(indices.device), int(host[0]) if consecutive else None)
+
+
+class ConstantIndexGather:
+    def __init__(self) -> None:
+        self.indices = DerivedTensors()
+
+    def run(self, ctx: Any, inputs: list[Optional[torch.Tensor]], attrs: dict[str, Any]) -> torch.Tensor:
+        data, idx = inputs[0], inputs[1]
+        axis = normalize_axis(int(attrs.get("axis", 0)), data.dim())
+        size = int(data.shape[axis])
+        found = self.indices.get(idx, ("wrapped", size), lambda t: _Indices.of(t, size))
+        shape = tuple(data.shape[:axis]) + tuple(idx.shape) + tuple(data.shape[axis + 1:])
+        if found.start is not None:
+            return data.narrow(axis, found.start, found.wrapped.numel()).reshape(shape)
+        return data.index_select(axis, found.wrapped).reshape(shape)
+
+
 def _register() -> None:
     impl = TritonGather()
     register("triton", "Gather", impl.run, _supports, source="triton")
+    constant = ConstantIndexGather()
+    register("constant_indices", "Gather", constant.run, _constant_supports)
 
 
 _register()
 
-__all__ = ["TritonGather"]
+__all__ = ["ConstantIndexGather", "TritonGather"]
