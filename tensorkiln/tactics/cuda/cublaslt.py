@@ -38,9 +38,9 @@ from .cublaslt_api import (COMPUTE_32F, COMPUTE_32F_FAST_TF32, CublasLtError, EP
                            EPILOGUE_GELU, EPILOGUE_RELU, MAX_ALGORITHMS, Plan, Problem, alignment_of)
 from .gemm import Cublas
 
-# FusedMatMul activation -> cuBLASLt epilogue. "Gelu" (erf) only for fp16/bf16 layers: the tanh form
-# differs by at most gemm.TANH_GELU_MAX_DEVIATION, below half precision's rounding.
-# cuBLASLt's values are flags (bias + GELU = 36) except DEFAULT (1), the value for neither.
+# FusedMatMul activation -> cuBLASLt epilogue flag; the bias adds its own flag (bias + GELU = 36), and
+# DEFAULT (1) is the value for neither. "Gelu" (erf) only for fp16/bf16 layers: the tanh form differs
+# by at most gemm.TANH_GELU_MAX_DEVIATION, below half precision's rounding.
 _EPILOGUES = {"": 0, "Relu": EPILOGUE_RELU, "GeluTanh": EPILOGUE_GELU, "Gelu": EPILOGUE_GELU}
 
 _plans: dict[Problem, Plan] = {}
