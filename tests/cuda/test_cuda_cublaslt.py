@@ -139,3 +139,27 @@ def test_supports_reasons():
     assert "float64" in plain.supports(node(dt=DType.FLOAT64))
     matmul = find_tactic("cuda", "MatMul", "", "cublaslt_r0")
     assert "1-D" in matmul.supports(make_node("MatMul", [((64,), half), ((64, 32), half)]))
+
+
+@cuda
+def test_workspace_limit_leaves_out_the_algorithms_that_need_one():
+    import numpy as np
+    import onnx.parser
+    from onnx import numpy_helper
+
+    from tensorkiln import Builder, BuilderConfig
+    from tensorkiln.frontends.onnx import parse_onnx
+
+    # BERT's FFN2 shape at batch 1: cuBLASLt's first-ranked algorithms split K and need workspace.
+    model = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    mm (float16[128,3072] x) => (float16[128,768] y) { y = MatMul(x, w) }
+    """)
+    w = (np.random.default_rng(0).standard_normal((3072, 768)) / 64).astype(np.float16)
+    model.graph.initializer.append(numpy_helper.from_array(w, "w"))
+    node = Builder(BuilderConfig(device="cuda", workspace_bytes=0)).build(parse_onnx(model)).graph.nodes[0]
+    timed = {name for name in node.meta["tactic_times_ms"] if name.startswith("cublaslt")}
+    rejected = {name: why for name, why in node.meta.get("tactic_rejected", {}).items() if name.startswith("cublaslt")}
+    assert timed, "no cuBLASLt algorithm without workspace was timed"
+    assert all("the limit is 0" in why for why in rejected.values()), rejected
+    assert len(timed) + len(rejected) == 2 * MAX_ALGORITHMS
