@@ -95,14 +95,7 @@ def make_parser() -> KilnArgumentParser:
     data.add_argument("--save-outputs", dest="save_outputs", metavar="FILE",
                       help="save the reference's outputs, and with --mark-all its intermediates (.npz or .json)")
     check = p.add_argument_group("checking")
-    check.add_argument("--atol", nargs="+", action="extend", metavar="[NAME:]ATOL",
-                       help="absolute tolerance: a default and/or per tensor (NAME:VALUE)")
-    check.add_argument("--rtol", nargs="+", action="extend", metavar="[NAME:]RTOL",
-                       help="relative tolerance: a default and/or per tensor (NAME:VALUE)")
-    check.add_argument("--check-error-stat", dest="check_error_stat", choices=ERROR_STATS, default="elemwise",
-                       help="what must be within tolerance (default: elemwise, every element)")
-    check.add_argument("--error-quantile", dest="error_quantile", type=float, default=0.99, metavar="Q",
-                       help="the quantile for --check-error-stat quantile (default 0.99)")
+    add_threshold_arguments(check, "tensor")
     check.add_argument("--mark-all", dest="mark_all", action="store_true",
                        help="compare every layer's output and name the first layer that diverges")
     p.add_argument("--verbose", action="store_true", help="show every compared layer with --mark-all")
@@ -138,6 +131,19 @@ def parse_tolerances(values: Optional[Sequence[str]], flag: str) -> tuple[Option
                     raise UsageError(f"{flag}: tensor '{name}' is given more than once")
                 per_tensor[name] = number
     return default, per_tensor
+
+
+def add_threshold_arguments(group: Any, per: str) -> None:
+    """--atol, --rtol, --check-error-stat and --error-quantile, which thresholds_from_flags reads;
+    `per` names what a NAME:VALUE tolerance is for ("tensor", "output")."""
+    group.add_argument("--atol", nargs="+", action="extend", metavar="[NAME:]ATOL",
+                       help=f"absolute tolerance: a default and/or per {per} (NAME:VALUE)")
+    group.add_argument("--rtol", nargs="+", action="extend", metavar="[NAME:]RTOL",
+                       help=f"relative tolerance: a default and/or per {per} (NAME:VALUE)")
+    group.add_argument("--check-error-stat", dest="check_error_stat", choices=ERROR_STATS, default="elemwise",
+                       help="what must be within tolerance (default: elemwise, every element)")
+    group.add_argument("--error-quantile", dest="error_quantile", type=float, default=0.99, metavar="Q",
+                       help="the quantile for --check-error-stat quantile (default 0.99)")
 
 
 def thresholds_from_flags(args: argparse.Namespace, precision: str) -> tuple[Thresholds, bool]:

@@ -19,12 +19,11 @@ from rich.table import Table
 from ..builder import Builder, BuilderConfig, OptimizationProfile
 from ..debug.bisect import BisectResult, BisectStep, PrecisionBisector
 from ..debug.compare import REFERENCES, run_reference
-from ..debug.stats import ERROR_STATS
 from ..engine import ProfileRange
 from ..ir import Graph
 from ..runtime import Runtime
 from .build import parse_layer_precisions
-from .compare import load_input_files, thresholds_from_flags
+from .compare import add_threshold_arguments, load_input_files, thresholds_from_flags
 from .device import resolve_device
 from .report import Log, make_console
 from .shapes import ShapeFlags, build_profile, format_dims, parse_shape_spec, run_shapes
@@ -75,14 +74,7 @@ def make_parser() -> KilnArgumentParser:
     p.add_argument("--seed", type=int, default=RANDOM_SEED, metavar="N", help="seed of the random inputs")
     p.add_argument("--load-inputs", dest="load_inputs", action="append", metavar="FILE",
                    help="inputs from FILE.npz|FILE.json|[NAME:]FILE.npy (repeatable); others are random")
-    p.add_argument("--atol", nargs="+", action="extend", metavar="[NAME:]ATOL",
-                   help="absolute tolerance: a default and/or per output (NAME:VALUE)")
-    p.add_argument("--rtol", nargs="+", action="extend", metavar="[NAME:]RTOL",
-                   help="relative tolerance: a default and/or per output (NAME:VALUE)")
-    p.add_argument("--check-error-stat", dest="check_error_stat", choices=ERROR_STATS, default="elemwise",
-                   help="what must be within tolerance (default: elemwise, every element)")
-    p.add_argument("--error-quantile", dest="error_quantile", type=float, default=0.99, metavar="Q",
-                   help="the quantile for --check-error-stat quantile (default 0.99)")
+    add_threshold_arguments(p, "output")
     p.add_argument("--optimization-level", "--builderOptimizationLevel", dest="level", type=int, default=3,
                    metavar="N", help="builder optimization level (default 3)")
     p.add_argument("--device", metavar="cpu|cuda[:N]", help="device to build for and run on (default: cpu)")

@@ -25,19 +25,11 @@ from .fusion.engine import apply_rules
 from .fusion.rule import Rule
 from .fusion.rules.attention import attention_rules
 from .fusion.rules.patterns import GraphLookup, pattern_rules
-
-
-def _read_names(graph: Graph) -> set[str]:
-    names = {v.name for v in graph.outputs}
-    for n in graph.nodes:
-        names.update(v.name for v in n.inputs if v is not None)
-        for sub in n.subgraphs():
-            names |= sub.free_names()
-    return names
+from .noops import read_names
 
 
 def _unread_nodes(graph: Graph) -> set[int]:
-    read = _read_names(graph)
+    read = read_names(graph)
     return {id(n) for n in graph.nodes if not any(v.name in read for v in n.outputs)}
 
 
@@ -45,7 +37,7 @@ def _remove_orphans(graph: Graph, unread_before: set[int], ctx: PassContext) -> 
     """Remove the nodes that were read before the rewrites and are not any more (repeatedly:
     removing x - mean leaves ReduceMean(x) unread)."""
     while True:
-        read = _read_names(graph)
+        read = read_names(graph)
         orphans = [n for n in graph.nodes
                    if id(n) not in unread_before and not any(v.name in read for v in n.outputs)]
         if not orphans:
@@ -58,12 +50,12 @@ def _remove_orphans(graph: Graph, unread_before: set[int], ctx: PassContext) -> 
 
 def _recognize(graph: Graph, ctx: PassContext, rules_for: Callable[[GraphLookup], list[Rule]]) -> Graph:
     unread_before = _unread_nodes(graph)
-    read_before = _read_names(graph)
+    read_before = read_names(graph)
     unread_constants = {v.name for v in graph.initializers if v.name not in read_before}
     apply_rules(graph, rules_for(GraphLookup(graph)), ctx)
     _remove_orphans(graph, unread_before, ctx)
     # Constants only the replaced nodes read (0.5, sqrt(2), eps, a folded gamma) would ride along in the engine.
-    read = _read_names(graph)
+    read = read_names(graph)
     graph.initializers = [v for v in graph.initializers if v.name in read or v.name in unread_constants]
     return graph
 

@@ -18,23 +18,15 @@ from .context import PassContext
 from .fusion.engine import apply_rules
 from .fusion.rules.patterns import GraphLookup
 from .fusion.rules.skip_layer_norm import skip_layer_norm_rules
+from .noops import read_names
 
 
 def fuse_skip_layer_norms(graph: Graph, ctx: PassContext) -> Graph:
     """LayerNormalization(Add(x, skip), gamma, beta) -> tensorkiln::SkipLayerNormalization(x, skip, gamma, beta)."""
-    read_before = _read_names(graph)
+    read_before = read_names(graph)
     apply_rules(graph, skip_layer_norm_rules(GraphLookup(graph)), ctx)
     _retire_fused_adds(graph, read_before, ctx)
     return graph
-
-
-def _read_names(graph: Graph) -> set[str]:
-    names = {v.name for v in graph.outputs}
-    for n in graph.nodes:
-        names.update(v.name for v in n.inputs if v is not None)
-        for sub in n.subgraphs():
-            names |= sub.free_names()
-    return names
 
 
 def _is_skip_layer_norm(node: Node) -> bool:
@@ -45,7 +37,7 @@ def _retire_fused_adds(graph: Graph, read_before: set[str], ctx: PassContext) ->
     """Replace each Add whose sum a SkipLayerNormalization now gives by that layer; drop each Add
     the fusion left unread."""
     gives_sum = {n.outputs[1].name: n for n in graph.nodes if _is_skip_layer_norm(n) and len(n.outputs) > 1}
-    read = _read_names(graph)
+    read = read_names(graph)
     taking_place: dict[int, Node] = {}
     for n in graph.nodes:
         if n.op_type != "Add" or n.domain:

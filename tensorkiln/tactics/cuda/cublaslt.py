@@ -44,6 +44,10 @@ from .gemm import Cublas
 _EPILOGUES = {"": 0, "Relu": EPILOGUE_RELU, "GeluTanh": EPILOGUE_GELU, "Gelu": EPILOGUE_GELU}
 
 _plans: dict[Problem, Plan] = {}
+# Weights converted or transposed for cuBLASLt, and torch's call for what cuBLASLt does not take here:
+# shared by every rank, so the tuner's 32 candidates hold one transposed copy of a weight, not 16.
+_WEIGHTS = DerivedTensors()
+_FALLBACK = Cublas()
 _plans_lock = threading.Lock()
 
 
@@ -137,20 +141,18 @@ class CublasLtAlgorithm:
     def __init__(self, rank: int, transposed: bool) -> None:
         self.rank = rank
         self.transposed = transposed
-        self.weights = DerivedTensors()
-        self.fallback = Cublas()
 
     def supports(self, node: Node) -> Optional[str]:
         return _supports(node, self.transposed)
 
     def run_matmul(self, ctx: Any, inputs: list[Optional[torch.Tensor]], attrs: dict[str, Any]) -> torch.Tensor:
         y = self.product(inputs[0], inputs[1], False, None, None, "", 1.0)
-        return y if y is not None else self.fallback.run_matmul(ctx, inputs, attrs)
+        return y if y is not None else _FALLBACK.run_matmul(ctx, inputs, attrs)
 
     def run_fused(self, ctx: Any, inputs: list[Optional[torch.Tensor]], attrs: dict[str, Any]) -> torch.Tensor:
         y = self.product(inputs[0], inputs[1], bool(attrs.get("transB")), optional_input(inputs, 2),
                          optional_input(inputs, 3), attrs.get("activation", ""), float(attrs.get("alpha", 1.0)))
-        return y if y is not None else self.fallback.run_fused(ctx, inputs, attrs)
+        return y if y is not None else _FALLBACK.run_fused(ctx, inputs, attrs)
 
     def workspace(self, node: Node, inputs: list[Any]) -> int:
         """Bytes of workspace the rank's algorithm needs for these inputs (--memPoolSize=workspace:N)."""
@@ -174,16 +176,16 @@ class CublasLtAlgorithm:
     def _weight(self, w: torch.Tensor, trans_b: bool) -> tuple[torch.Tensor, bool]:
         """The weight as cuBLASLt reads it (rows contiguous) and whether it is stored [N, K]."""
         if self.transposed:
-            return self.weights.get(w, ("transposed",), lambda t: t.t().contiguous()), True
+            return _WEIGHTS.get(w, ("transposed",), lambda t: t.t().contiguous()), True
         if not _row_major(w):
-            w = self.weights.get(w, ("contiguous",), lambda t: t.contiguous())
+            w = _WEIGHTS.get(w, ("contiguous",), lambda t: t.contiguous())
         return w, trans_b
 
     def _prepare(self, a: torch.Tensor, w: torch.Tensor, trans_b: bool, bias: Optional[torch.Tensor],
                  residual: Optional[torch.Tensor], activation: str, alpha: float) -> Optional[_Call]:
         if not (isinstance(a, torch.Tensor) and a.is_cuda and a.dtype in _DTYPES and w.dim() == 2):
             return None
-        w = as_dtype(self.weights, w, a.dtype)
+        w = as_dtype(_WEIGHTS, w, a.dtype)
         weight, stored_nk = self._weight(w, trans_b)
         n, k = (weight.shape[0], weight.shape[1]) if stored_nk else (weight.shape[1], weight.shape[0])
         if a.shape[-1] != k:
@@ -196,11 +198,13 @@ class CublasLtAlgorithm:
         if m == 0 or n == 0 or k == 0:
             return None
         if bias is not None:
-            bias = as_dtype(self.weights, bias, a.dtype).reshape(-1)
-            if bias.numel() != n:
-                bias = self.weights.get(bias, ("row", n), lambda t: t.expand(n).contiguous())
-            elif bias.stride(0) != 1:
-                bias = bias.contiguous()
+            bias = as_dtype(_WEIGHTS, bias, a.dtype)
+            if bias.numel() != n:  # one value for every column: widened once (keyed by the bias itself)
+                bias = _WEIGHTS.get(bias, ("row", n), lambda t: t.reshape(-1).expand(n).contiguous())
+            else:
+                bias = bias.reshape(-1)
+                if bias.stride(0) != 1:
+                    bias = bias.contiguous()
         if residual is not None:
             if tuple(residual.shape) != lead + (n,):
                 return None
