@@ -29,6 +29,7 @@ CASES = [
     ((16, 64), (96, 64), (1, 96), None, {"transB": 1, "alpha": 0.5}),
     ((32, 64), (64, 96), (96,), (32, 96), {"activation": "Relu"}),           # residual before the activation
     ((32, 64), (64, 96), None, None, {}),
+    ((16, 64), (64, 96), (1,), None, {"activation": "Relu"}),                # one bias value for every column
 ]
 
 
