@@ -507,3 +507,32 @@ def test_graph_timing_measures_kernels_and_refuses_uncapturable_calls():
     # The device is usable after the failed capture, and the caller's stream is current again.
     assert torch.cuda.current_stream() == torch.cuda.default_stream()
     assert torch.isfinite((x @ x).sum()).item()
+
+
+def test_cold_constant_copies_copy_only_the_weights_until_they_fill_twice_the_l2():
+    m = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[4, 256] x) => (float[4, 512] y) { y = MatMul (x, w) }""")
+    m.graph.initializer.append(numpy_helper.from_array(np.ones((256, 512), np.float32), "w"))
+    node = parse_onnx(m).nodes[0]
+    args = [torch.randn(4, 256), torch.ones(256, 512)]
+    weight = 256 * 512 * 4
+    sets = autotune.cold_constant_copies(node, args, l2_bytes=3 * weight)
+    assert len(sets) == 6  # 6 copies of the weight: twice the "L2"
+    assert all(s[0] is args[0] for s in sets)  # the activation is shared: as warm as in the engine
+    pointers = {s[1].data_ptr() for s in sets}
+    assert len(pointers) == 6 and args[1].data_ptr() not in pointers
+    assert all(torch.equal(s[1], args[1]) for s in sets)
+    # Weights too small for MAX_CONSTANT_COPIES copies to fill it, no L2, or no constant: timed as they are.
+    assert autotune.cold_constant_copies(node, args, l2_bytes=autotune.MAX_CONSTANT_COPIES * weight) == []
+    assert autotune.cold_constant_copies(node, args, l2_bytes=0) == []
+    node.inputs[1].const = None
+    assert autotune.cold_constant_copies(node, args, l2_bytes=3 * weight) == []
+
+
+def test_measure_takes_several_calls_in_turn():
+    seen: list[int] = []
+    ms = autotune.measure([lambda: seen.append(0), lambda: seen.append(1), lambda: seen.append(2)],
+                          torch.device("cpu"), avg_timing=2, measurements=3)
+    assert ms >= 0
+    # One warm-up call each, then max(avg_timing, 3) calls per measurement, in turn.
+    assert seen == [0, 1, 2] + [0, 1, 2] * 3

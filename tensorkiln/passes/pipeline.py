@@ -19,6 +19,7 @@ from .concat_elimination import eliminate_concats
 from .cse import eliminate_common_subexpressions
 from .dead_code import eliminate_dead_nodes
 from .elementwise_chains import fuse_elementwise_chains
+from .embed_layer_norm import fuse_embed_layer_norms
 from .fold_constants import fold_constants
 from .fuse_layers import fold_scale_and_bias, fuse_epilogues
 from .noops import remove_noops
@@ -56,6 +57,8 @@ OPTIMIZING_PIPELINE: tuple[Pass, ...] = (
     # Needs the LayerNormalization layers recognised; takes the residual Add before the epilogue
     # fusions can (they would fold it into the GEMM with the bias).
     fuse_skip_layer_norms,
+    # On the fused norms: the embedding lookups and their sum join the norm after them.
+    fuse_embed_layer_norms,
     fold_scale_and_bias,
     eliminate_concats,
     fuse_epilogues,

@@ -32,6 +32,7 @@ SENSITIVE_OPS: dict[str, str] = {
     "SimplifiedLayerNormalization": "normalisation statistics (mean of squares)",
     "SkipLayerNormalization": "normalisation statistics (mean, variance)",
     "SkipSimplifiedLayerNormalization": "normalisation statistics (mean of squares)",
+    "EmbedLayerNormalization": "normalisation statistics (mean, variance)",
     "LpNormalization": "normalisation by a norm (a sum of powers)",
     "LRN": "normalisation by a windowed sum of squares",
     "Softmax": "softmax (normalises by a sum of exponentials)",

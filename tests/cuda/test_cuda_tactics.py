@@ -755,12 +755,13 @@ TRITON_GEMM_CASES = [
     ((33, 200), (200, 72), None, None, {"activation": "Silu"}),
     ((16, 64), (64, 48), (48,), None, {"activation": "Sigmoid"}),
     ((16, 64), (64, 48), (48,), (16, 48), {"activation": "Tanh"}),
+    ((1, 768), (768, 768), (768,), None, {"activation": "Tanh"}),            # BERT's pooler at batch 1
 ]
 
 
 @cuda
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
-@pytest.mark.parametrize("tile", ["128x256", "64x128"])
+@pytest.mark.parametrize("tile", ["128x256", "64x128", "16x32"])
 @pytest.mark.parametrize("case", range(len(TRITON_GEMM_CASES)))
 def test_triton_gemm_matches_reference(dtype, tile, case):
     dt = DTYPES[dtype]

@@ -4,12 +4,12 @@ conv (cuDNN, NCHW and NHWC), gemm (cuBLAS/cuBLASLt epilogues), cublaslt (cuBLASL
 top algorithms, each a tactic, through a ctypes binding), attention (flash,
 memory-efficient, math), normalization (torch's fused LayerNorm/Softmax kernels) and
 elementwise (a Triton kernel generated per ElementwiseChain program), gather (embedding lookups in one
-Triton kernel), pooling (a Triton
+Triton kernel), embed_layer_norm (embedding lookups, their sum and the LayerNorm in one Triton kernel), pooling (a Triton
 max-pool kernel in either memory format), skip_layer_norm (residual add + LayerNorm in one
 Triton kernel), triton_attention (a Triton flash-attention kernel for short sequences) and triton_gemm (a
 Triton GEMM with bias, activation and residual fused). Nothing here imports
 triton at import time: triton_kernels is loaded by the first Triton launch.
 """
 
-from . import (attention, conv, cublaslt, elementwise, gather, gemm, normalization, pooling, skip_layer_norm,  # noqa: F401
+from . import (attention, conv, cublaslt, elementwise, embed_layer_norm, gather, gemm, normalization, pooling, skip_layer_norm,  # noqa: F401
                triton_attention, triton_gemm)  # (register on import)

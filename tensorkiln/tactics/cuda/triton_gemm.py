@@ -35,9 +35,12 @@ ACTIVATIONS = {"": 0, "Relu": 1, "Gelu": 2, "GeluTanh": 3, "Sigmoid": 4, "Tanh":
 # (128x128: 119-155 us, 256x128: 112-114 us), against 101 us for cuBLAS + torch's GELU. That
 # layer therefore keeps cuBLAS; these tiles win where cuBLAS has no fused form of the epilogue
 # and the extra pass costs more than the GEMM gap.
+# The 16x32 tile is for a few rows (BERT's pooler: one row per sequence, tanh): 24 programs share a
+# 768-wide weight where the 64x128 tile gives 6.
 TILES = {
     "128x256": (128, 256, 32, 8, 4),
     "64x128": (64, 128, 64, 4, 4),
+    "16x32": (16, 32, 128, 4, 3),
 }
 # The persistent TMA kernel's tiles (BM, BN, BK, warps, stages); the output is stored in two
 # [BM, BN/2] halves. Measured on an H200 (fp16, bias + epilogue, nine tile configurations): at
