@@ -29,7 +29,7 @@ from ._shape_common import wrap_indices
 from .fused_conv import DOMAIN
 from .layer_normalization import check_float_input, stash_dtype
 from .registry import InferContext, Op, get_op, register
-from .skip_layer_norm import row_broadcast_reason
+from .skip_layer_norm import row_broadcast_reason, sum_output_reason
 
 # Inputs before the (ids, table) pairs.
 FIXED_INPUTS = 3
@@ -101,12 +101,7 @@ class EmbedLayerNormalization(Op):
         widths = {t.shape[1] for _, t in pairs if t.shape is not None}
         if len(widths) > 1:
             return f"every table must have the same row width, got {sorted(widths, key=str)}"
-        wanted = node.attrs.get("sum_output")
-        if wanted is None:
-            node.attrs["sum_output"] = int(len(node.outputs) > 1)
-        elif bool(wanted) != (len(node.outputs) > 1):
-            return f"sum_output={wanted} but the node lists {len(node.outputs)} output(s)"
-        return None
+        return sum_output_reason(node)
 
     def infer(self, ctx: InferContext) -> list[Optional[TensorType]]:
         ids, table = ctx.type(FIXED_INPUTS), ctx.type(FIXED_INPUTS + 1)

@@ -72,6 +72,16 @@ def normalized_size(shape: Sequence, axis: int) -> Optional[int]:
     return math.prod(dims)
 
 
+def sum_output_reason(node: Node) -> Optional[str]:
+    """Records `sum_output` from the node's output count when unset; says why it disagrees otherwise."""
+    wanted = node.attrs.get("sum_output")
+    if wanted is None:
+        node.attrs["sum_output"] = int(len(node.outputs) > 1)
+    elif bool(wanted) != (len(node.outputs) > 1):
+        return f"sum_output={wanted} but the node lists {len(node.outputs)} output(s)"
+    return None
+
+
 def skip_layer_norm(x: torch.Tensor, skip: torch.Tensor, gamma: torch.Tensor, beta: Optional[torch.Tensor],
                     attrs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     """(y, sum) in x's dtype: the sum in the statistics dtype (or x's, if wider), normalized unrounded."""
@@ -103,12 +113,7 @@ class SkipLayerNormalization(Op):
         dtypes = {v.dtype for v in node.inputs if v is not None and v.dtype is not None}
         if len(dtypes) > 1:
             return f"x, skip, gamma and beta must share one dtype, got {', '.join(sorted(d.short for d in dtypes))}"
-        wanted = node.attrs.get("sum_output")
-        if wanted is None:
-            node.attrs["sum_output"] = int(len(node.outputs) > 1)
-        elif bool(wanted) != (len(node.outputs) > 1):
-            return f"sum_output={wanted} but the node lists {len(node.outputs)} output(s)"
-        return None
+        return sum_output_reason(node)
 
     def infer(self, ctx: InferContext) -> list[Optional[TensorType]]:
         x, skip = ctx.type(0), ctx.type(1)
@@ -128,4 +133,4 @@ class SkipLayerNormalization(Op):
 
 
 __all__ = ["MAX_NORMALIZED_SIZE", "SkipLayerNormalization", "normalized_size", "row_broadcast_reason",
-           "skip_layer_norm"]
+           "skip_layer_norm", "sum_output_reason"]

@@ -13,7 +13,7 @@ Ids: a negative id counts from the end of its table, as Gather's. An id still ou
 gives a row of zeros (reading it would fault; checking it would cost a host synchronization per
 call), as the Triton Gather tactic does; the reference tactic raises.
 
-triton is imported on the first launch, not with this module: CPU installs lack it.
+The kernel is in layer_norm_kernels.py, imported on the first launch: CPU installs lack triton.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from ...ops.fused_conv import DOMAIN
 from ...ops.skip_layer_norm import MAX_NORMALIZED_SIZE, row_broadcast_reason
 from ._common import (DerivedTensors, FAST_FLOATS, dtype_reason, input_shape, multiprocessor_count, next_power_of_2,
                       register, triton_missing)
-from .skip_layer_norm import rows_per_program, warps_for
+from .skip_layer_norm import row_vector, rows_per_program, warps_for
 
 OP_TYPE = "EmbedLayerNormalization"
 # Lookups one launch sums (BERT has two left after folding: words and token types).
@@ -64,12 +64,6 @@ class TritonEmbedLayerNorm:
             return row_broadcast_reason(tuple(ids) + (table[1],), dense, len(ids))
         return None
 
-    def _row_vector(self, t: Optional[torch.Tensor], n: int) -> Optional[torch.Tensor]:
-        """gamma or beta as n contiguous elements (broadcast once per weight)."""
-        if t is None or (tuple(t.shape) == (n,) and t.is_contiguous()):
-            return t
-        return self.weights.get(t, ("row", n), lambda s: s.expand(n).contiguous())
-
     def run(self, ctx: Any, inputs: list[Optional[torch.Tensor]], attrs: dict[str, Any]) -> list[torch.Tensor]:
         pairs = lookup_pairs(inputs)
         gamma, beta, dense = inputs[0], inputs[1], inputs[DENSE]
@@ -85,14 +79,14 @@ class TritonEmbedLayerNorm:
         rows = math.prod(shape[:-1])
         if rows and n:
             if self._kernel is None:
-                from .embed_layer_norm_kernels import embed_layer_norm_kernel
+                from .layer_norm_kernels import embed_layer_norm_kernel
                 self._kernel = embed_layer_norm_kernel
             flat = [(ids.reshape(-1).contiguous(), table.contiguous(), int(table.shape[0])) for ids, table in pairs]
             while len(flat) < MAX_LOOKUPS:
                 flat.append(flat[0])  # never read: LOOKUPS says how many are
             block_n = next_power_of_2(n)
             per_program = rows_per_program(rows, block_n, multiprocessor_count(table0.device))
-            gamma_row, beta_row = self._row_vector(gamma, n), self._row_vector(beta, n)
+            gamma_row, beta_row = row_vector(self.weights, gamma, (n,)), row_vector(self.weights, beta, (n,))
             dense_flat = dense.contiguous() if dense is not None else y
             lookups = [arg for entry in flat for arg in entry]
             self._kernel[(-(-rows // per_program),)](

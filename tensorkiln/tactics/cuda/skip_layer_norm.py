@@ -15,7 +15,7 @@ contiguous; other tensors are made so with .contiguous() (a copy). skip may broa
 rows (ops/skip_layer_norm.py: row r reads skip row r mod skip_rows). Operands in another form,
 possible only where shapes were symbolic at build time, run the op's reference.
 
-triton is imported on the first launch, not with this module: CPU installs lack it.
+The kernel is in layer_norm_kernels.py, imported on the first launch: CPU installs lack triton.
 """
 
 from __future__ import annotations
@@ -42,37 +42,12 @@ _ELEMENTS_PER_PROGRAM = 4096
 _PROGRAMS_PER_SM = 4
 
 
-def _build_kernel() -> Any:
-    import triton
-    import triton.language as tl
-
-    @triton.jit
-    def skip_layer_norm_kernel(x_ptr, skip_ptr, gamma_ptr, beta_ptr, y_ptr, sum_ptr, rows_total, n, skip_rows,
-                               eps, HAS_BETA: tl.constexpr, STORE_SUM: tl.constexpr, WIDE_INDEX: tl.constexpr,
-                               ROWS: tl.constexpr, BLOCK_N: tl.constexpr):
-        rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-        if WIDE_INDEX:
-            rows = rows.to(tl.int64)
-        cols = tl.arange(0, BLOCK_N)
-        col_ok = cols < n
-        mask = (rows < rows_total)[:, None] & col_ok[None, :]
-        offsets = rows[:, None] * n + cols[None, :]
-        skip_offsets = (rows % skip_rows)[:, None] * n + cols[None, :]
-        total = (tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
-                 + tl.load(skip_ptr + skip_offsets, mask=mask, other=0.0).to(tl.float32))
-        if STORE_SUM:
-            tl.store(sum_ptr + offsets, total.to(sum_ptr.dtype.element_ty), mask=mask)
-        mean = tl.sum(total, axis=1) / n
-        centered = tl.where(mask, total - mean[:, None], 0.0)
-        var = tl.sum(centered * centered, axis=1) / n
-        inv_std = 1.0 / tl.sqrt(var + eps)
-        gamma = tl.load(gamma_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-        y = centered * inv_std[:, None] * gamma[None, :]
-        if HAS_BETA:
-            y += tl.load(beta_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-        tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=mask)
-
-    return skip_layer_norm_kernel
+def row_vector(weights: DerivedTensors, t: Optional[torch.Tensor], normalized: tuple[int, ...]
+               ) -> Optional[torch.Tensor]:
+    """gamma or beta as the normalized shape's contiguous elements (broadcast once per weight)."""
+    if t is None or (tuple(t.shape) == normalized and t.is_contiguous()):
+        return t
+    return weights.get(t, ("row", normalized), lambda s: s.expand(normalized).contiguous())
 
 
 def rows_per_program(rows: int, block_n: int, multiprocessors: int) -> int:
@@ -116,12 +91,6 @@ class TritonSkipLayerNorm:
             return f"rows of {size} elements exceed one block ({MAX_NORMALIZED_SIZE})"
         return row_broadcast_reason(x, skip, axis)
 
-    def _row_vector(self, t: Optional[torch.Tensor], normalized: tuple[int, ...]) -> Optional[torch.Tensor]:
-        """gamma or beta as N contiguous elements (broadcast to the normalized shape once per weight)."""
-        if t is None or (tuple(t.shape) == normalized and t.is_contiguous()):
-            return t
-        return self.weights.get(t, ("row", normalized), lambda s: s.expand(normalized).contiguous())
-
     def run(self, ctx: Any, inputs: list[Optional[torch.Tensor]], attrs: dict[str, Any]) -> list[torch.Tensor]:
         x, skip, gamma, beta = inputs[0], inputs[1], inputs[2], optional_input(inputs, 3)
         axis = normalize_axis(int(attrs.get("axis", -1)), x.dim())
@@ -137,11 +106,12 @@ class TritonSkipLayerNorm:
         total = torch.empty_like(x) if store_sum else y  # y stands in for the unused pointer
         if rows and n:
             if self._kernel is None:
-                self._kernel = _build_kernel()
+                from .layer_norm_kernels import skip_layer_norm_kernel
+                self._kernel = skip_layer_norm_kernel
             block_n = next_power_of_2(n)
             per_program = rows_per_program(rows, block_n, multiprocessor_count(x.device))
-            beta_row = self._row_vector(beta, normalized)
-            gamma_row = self._row_vector(gamma, normalized)
+            beta_row = row_vector(self.weights, beta, normalized)
+            gamma_row = row_vector(self.weights, gamma, normalized)
             self._kernel[(-(-rows // per_program),)](
                 x, skip, gamma_row, beta_row if beta_row is not None else gamma_row, y, total, rows, n,
                 max(1, skip.numel() // n), float(attrs.get("epsilon", 1e-5)),
@@ -157,4 +127,4 @@ def _register() -> None:
 
 _register()
 
-__all__ = ["TritonSkipLayerNorm", "rows_per_program", "warps_for"]
+__all__ = ["TritonSkipLayerNorm", "row_vector", "rows_per_program", "warps_for"]
