@@ -24,7 +24,8 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from ..ir import Node, TensorType
+from ..ir import Node, TensorType, Value
+from ..ir.shape import Dim
 from ._shape_common import wrap_indices
 from .fused_conv import DOMAIN
 from .layer_normalization import check_float_input, stash_dtype
@@ -116,6 +117,10 @@ class EmbedLayerNormalization(Op):
             if reason is not None:
                 raise ValueError(f"dense {list(dense.shape)} does not add to the lookups' rows {list(shape)}: {reason}")
         return [TensorType(table.dtype, shape)] * ctx.num_outputs
+
+    def index_inputs(self, node: Node) -> list[tuple[Value, Dim]]:
+        return [(ids, table.shape[0]) for ids, table in lookup_pairs(node.inputs)
+                if ids is not None and table is not None and table.shape]
 
     def reference(self, ctx, inputs, attrs):
         y, total = embed_layer_norm(inputs, attrs)

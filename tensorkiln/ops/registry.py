@@ -17,7 +17,8 @@ from typing import Any, Callable, ClassVar, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ..ir import DType, Graph, Node, Shape, TensorType
+from ..ir import DType, Graph, Node, Shape, TensorType, Value
+from ..ir.shape import Dim
 
 REQUIRED = object()  # marks an attribute with no default
 
@@ -127,6 +128,11 @@ class Op:
 
     def reference(self, ctx: RunContext, inputs: list[Optional[Tensor]], attrs: dict[str, Any]) -> Union[Tensor, Sequence[Tensor]]:
         raise NotImplementedError
+
+    def index_inputs(self, node: Node) -> list[tuple[Value, Dim]]:
+        """(indices, size of the axis they index) for each lookup the layer makes: index values
+        outside [-size, size) are invalid (the tuner makes up its integer inputs below them)."""
+        return []
 
 
 @dataclass

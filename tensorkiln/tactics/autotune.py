@@ -47,8 +47,7 @@ import torch
 
 from ..errors import BuildError, ConfigError
 from ..ir import DType, Graph, Node, TensorType, free_names_of_subgraphs, numpy_to_torch
-from ..ops import RunContext
-from ..ops.embed_layer_norm import lookup_pairs
+from ..ops import RunContext, get_op
 from .device import describe_device
 from . import registry as _registry
 from .registry import REFERENCE, Tactic, find_tactic
@@ -311,22 +310,11 @@ def _integer_high(graph: Graph, name: str) -> int:
     """Exclusive upper bound for a random integer input: below the axis size of any lookup it indexes."""
     high = INDEX_HIGH
     for node in graph.nodes:
-        for indices, size in _index_inputs(node):
+        op = get_op(node.op_type, node.domain)
+        for indices, size in op.index_inputs(node) if op is not None else ():
             if indices.name == name and isinstance(size, int) and size > 0:
                 high = min(high, size)
     return high
-
-
-def _index_inputs(node: Node) -> Iterator[tuple[Any, Any]]:
-    """(indices value, size of the axis they index) for each lookup a layer makes."""
-    if not node.domain and node.op_type in ("Gather", "GatherElements") and len(node.inputs) >= 2:
-        data, indices = node.inputs[0], node.inputs[1]
-        if indices is not None and data is not None and data.shape:
-            yield indices, data.shape[int(node.attrs.get("axis", 0)) % len(data.shape)]
-    elif node.domain == "tensorkiln" and node.op_type == "EmbedLayerNormalization":
-        for indices, table in lookup_pairs(node.inputs):
-            if indices is not None and table is not None and table.shape:
-                yield indices, table.shape[0]
 
 
 # ---- running and timing -------------------------------------------------------------------------------

@@ -38,6 +38,15 @@ def dtype_reason(node: Node, allowed: tuple[DType, ...] = FAST_FLOATS, i: int = 
     return None
 
 
+def inputs_dtype_reason(node: Node, allowed: tuple[DType, ...] = FAST_FLOATS) -> Optional[str]:
+    """dtype_reason for every input, naming the first one ruled out."""
+    for i in range(len(node.inputs)):
+        reason = dtype_reason(node, allowed, i)
+        if reason:
+            return f"input {i}: {reason}"
+    return None
+
+
 def triton_missing() -> Optional[str]:
     """"triton is not installed" where it is not; looked up without importing triton."""
     return None if importlib.util.find_spec("triton") is not None else "triton is not installed"

@@ -22,7 +22,7 @@ import torch
 from ...ir import Node
 from ...ops import get_op
 from ...ops.elementwise_chain import DOMAIN as CHAIN_DOMAIN, OP_TYPE as CHAIN_OP
-from ._common import FAST_FLOATS, dtype_reason, register, triton_missing
+from ._common import FAST_FLOATS, inputs_dtype_reason, register, triton_missing
 from .chain_codegen import (TRITON_DTYPES, OperandIndex, aligned, classify, const_shapes, first_dtype, kernel_source,
                             memory_order, program_key, program_reason, static_block_reason, used_inputs)
 
@@ -74,10 +74,9 @@ class TritonChain:
         reason = program_reason(program)
         if reason:
             return reason
-        for i in range(len(node.inputs)):
-            reason = dtype_reason(node, FAST_FLOATS, i)
-            if reason:
-                return f"input {i}: {reason}"
+        reason = inputs_dtype_reason(node)
+        if reason:
+            return reason
         out = node.outputs[0].type if node.outputs else None
         if out is not None and out.dtype is not None and out.dtype not in FAST_FLOATS:
             return f"{out.dtype.short} output (the kernel computes float32/float16/bfloat16 chains)"

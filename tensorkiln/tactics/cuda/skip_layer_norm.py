@@ -30,7 +30,7 @@ from ...ops import get_op
 from ...ops.fused_conv import DOMAIN
 from ...ops.registry import normalize_axis
 from ...ops.skip_layer_norm import MAX_NORMALIZED_SIZE, normalized_size, row_broadcast_reason
-from ._common import (DerivedTensors, FAST_FLOATS, dtype_reason, input_shape, multiprocessor_count, next_power_of_2,
+from ._common import (DerivedTensors, inputs_dtype_reason, input_shape, multiprocessor_count, next_power_of_2,
                       optional_input, register, triton_missing)
 
 OP_TYPE = "SkipLayerNormalization"
@@ -72,10 +72,9 @@ class TritonSkipLayerNorm:
         missing = triton_missing()
         if missing:
             return missing
-        for i in range(len(node.inputs)):
-            reason = dtype_reason(node, FAST_FLOATS, i)
-            if reason:
-                return f"input {i}: {reason}"
+        reason = inputs_dtype_reason(node)
+        if reason:
+            return reason
         if int(node.attrs.get("stash_type", 1)) != DType.FLOAT32.value:
             return f"stash_type {node.attrs.get('stash_type')} (the kernel keeps statistics in float32)"
         x, skip = input_shape(node, 0), input_shape(node, 1)
