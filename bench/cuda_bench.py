@@ -86,7 +86,7 @@ N_INPUT_SETS = 3
 class Check:
     max_abs_error: float  # against eager at the same precision
     within_tolerance: bool
-    worst_ratio: float  # max |err| / (atol + rtol*|ref|); <= 1 passes
+    worst_ratio: float  # max over elements of the smaller |err| / (atol + rtol*|ref|) of the two refs; <= 1 passes
     max_abs_error_vs_fp32: float  # against strict FP32 eager
     detail: str = ""
 
@@ -202,6 +202,10 @@ def time_calls(call: Callable[[Any], Any], input_sets: Sequence[Any], device: to
 
 def check_outputs(got: Sequence[torch.Tensor], ref: Sequence[torch.Tensor], ref32: Sequence[torch.Tensor],
                   precision: str, names: Sequence[str]) -> Check:
+    """Each output against torch eager at the same precision and against the fp32 model, at the
+    precision's tolerance. An element is wrong only when it is outside the tolerance of both: two
+    fp16 results each carry their own rounding, so one element of millions can differ from eager
+    fp16 by more than the tolerance while both sit within it of the fp32 answer."""
     tol = tolerance_for(precision)
     max_err, worst, max_err32 = 0.0, 0.0, 0.0
     details = []
@@ -215,15 +219,15 @@ def check_outputs(got: Sequence[torch.Tensor], ref: Sequence[torch.Tensor], ref3
         if not torch.isfinite(a64).all():
             details.append(f"{name}: non-finite values")
             return Check(float("nan"), False, float("inf"), float("nan"), "; ".join(details))
-        err = (a64 - b64).abs()
-        ratio = (err / (tol.atol + tol.rtol * b64.abs())).max().item()
+        err, err32 = (a64 - b64).abs(), (a64 - c64).abs()
+        ratio = torch.minimum(err / (tol.atol + tol.rtol * b64.abs()), err32 / (tol.atol + tol.rtol * c64.abs()))
         max_err = max(max_err, err.max().item())
-        worst = max(worst, ratio)
-        max_err32 = max(max_err32, (a64 - c64).abs().max().item())
-        if ratio > 1:
-            bad = int((err > tol.atol + tol.rtol * b64.abs()).sum())
-            details.append(f"{name}: {bad}/{err.numel()} elements outside tolerance (|ref| max "
-                           f"{b64.abs().max().item():.3g})")
+        worst = max(worst, ratio.max().item())
+        max_err32 = max(max_err32, err32.max().item())
+        if ratio.max().item() > 1:
+            bad = int((ratio > 1).sum())
+            details.append(f"{name}: {bad}/{err.numel()} elements outside tolerance of both eager {precision} "
+                           f"and fp32 (|ref| max {b64.abs().max().item():.3g})")
     return Check(max_err, worst <= 1.0, worst, max_err32, "; ".join(details))
 
 
@@ -586,8 +590,8 @@ def markdown(report: Report) -> str:
              f"- versions: tensorkiln {m['tensorkiln']}, torch {m['torch']}, triton {m['triton']}, "
              f"torchvision {m['torchvision']}, transformers {m['transformers']}, python {m['python']}",
              f"- timing: {m['timing']}",
-             f"- ratio: throughput / the best PyTorch peer's throughput for the same workload and precision "
-             f"(>1: faster than every peer)"]
+             "- ratio: throughput / the best PyTorch peer's throughput for the same workload and precision "
+             "(>1: faster than every peer)"]
     for name, info in report.models.items():
         lines.append(f"- model {name}: {info['source']}")
     lines += ["", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]

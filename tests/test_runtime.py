@@ -146,3 +146,38 @@ def test_profile_layers_times_every_layer(engine, rng):
     assert records[0] == {"count": 4} and [r["name"] for r in records[1:]] == [t.name for t in profile.layers]
     with pytest.raises(ConfigError, match="runs >= 1"):
         ctx.profile_layers(_feeds(rng), runs=0)
+
+
+CAST_OUTPUTS_MODEL = """
+<ir_version: 8, opset_import: ["" : 17]>
+casts (float[N,4] x) => (float[N,4] a, float[N,4] e, float[N,4] f, float16[N,4] g, float[N,4] k) {
+    h = Cast <to = 10> (x)
+    r = Relu (h)
+    a = Cast <to = 1> (r)
+    e = Cast <to = 1> (h)
+    f = Neg (e)
+    g = Cast <to = 10> (x)
+    i = Cast <to = 6> (r)
+    k = Cast <to = 1> (i)
+}
+"""
+
+
+def test_output_casts_are_deferred_to_the_copy_out():
+    """The executor CUDA graphs capture leaves out the Cast layers that only make a float output
+    (the copy out of the graph converts); casts that other layers read, of a graph input, or from
+    an integer stay layers. The outputs agree exactly once cast."""
+    plan = Builder(BuilderConfig(optimization_level=0)).build(parse_onnx(onnx.parser.parse_model(CAST_OUTPUTS_MODEL)))
+    engine = Runtime().load(plan)
+    deferred, dtypes = engine.executor.deferring_output_casts()
+    assert dict(zip(engine.output_names, dtypes)) == {"a": torch.float32, "e": None, "f": None, "g": None, "k": None}
+    assert len(deferred.steps) == len(engine.executor.steps) - 1
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    full, part = engine.executor.run([x]), deferred.run([x])
+    assert part[0].dtype == torch.float16
+    for whole, partial, dtype in zip(full, part, dtypes):
+        assert torch.equal(whole, partial if dtype is None else partial.to(dtype))
+    assert engine.executor.deferring_output_casts()[0] is not engine.executor
+    plain = Runtime().load(Builder(BuilderConfig(optimization_level=0)).build(parse_onnx(elementwise_model())))
+    unchanged, none = plain.executor.deferring_output_casts()
+    assert unchanged is plain.executor and none == [None]

@@ -19,6 +19,7 @@ from tensorkiln import Builder, BuilderConfig, Runtime
 from tensorkiln.errors import ConfigError, ShapeError
 from tensorkiln.frontends.onnx import parse_onnx
 from tensorkiln.planner import plan_arena
+from tensorkiln.runtime import cuda_graph
 from tensorkiln.testing import zoo
 from tensorkiln.testing.tolerances import tolerance_for
 
@@ -229,6 +230,73 @@ def test_preallocated_outputs(rng, use_graph):
         np.testing.assert_array_equal(host, want)
     with pytest.raises(ShapeError, match="has shape"):
         ctx.execute(_on(_feeds(rng, 6)), outputs={"z": torch.empty(5, 4, device="cuda")})
+
+
+@cuda
+@pytest.mark.parametrize("foreach_bytes", [4 << 20, 0])
+def test_graph_outputs_are_fresh_copies(monkeypatch, foreach_bytes):
+    """Each replay's outputs are the call's own tensors (one multi-tensor copy for small outputs,
+    a copy each past the limit): a later call does not overwrite them."""
+    monkeypatch.setattr(cuda_graph, "_FOREACH_COPY_OUT_BYTES", foreach_bytes)
+    model = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    two (float[N,4] x) => (float[N,4] a, float[N,4] b) { a = Relu(x)  b = Neg(x) }
+    """)
+    ctx = _engine(model).create_execution_context()
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    calls = []
+    for _ in range(5):
+        x = torch.randn(6, 4, device="cuda", generator=gen)
+        calls.append((x, ctx.execute({"x": x})))
+    assert ctx._graphs.captured_signatures
+    for x, out in calls:
+        assert torch.equal(out["a"], torch.relu(x)) and torch.equal(out["b"], -x)
+
+
+@cuda
+def test_inputs_after_capture_are_still_checked(rng):
+    """The replay path taken once a signature is checked still explains wrong inputs."""
+    model = elementwise_model()
+    ctx = _engine(model).create_execution_context()
+    feeds = _on(_feeds(rng, 4))
+    for _ in range(3):
+        ctx.execute(feeds)
+    with pytest.raises(ShapeError, match="missing input"):
+        ctx.execute({"x": feeds["x"]})
+    with pytest.raises(ShapeError, match="unknown input"):
+        ctx.execute({**feeds, "w": feeds["x"]})
+    with pytest.raises(ShapeError):
+        ctx.execute({"x": feeds["x"].double(), "y": feeds["y"]})
+    np.testing.assert_array_equal(ctx.execute(feeds)["z"].cpu().numpy(), elementwise_expected(
+        *(feeds[k].cpu().numpy() for k in "xy"), model))
+
+
+@cuda
+def test_graph_copy_out_performs_the_output_casts():
+    """With CUDA graphs the fp16 -> fp32 output cast is done by the copy out of the graph: the same
+    values and dtypes as eager, into fresh tensors, preallocated buffers and numpy."""
+    model = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    casts (float[N,4] x) => (float[N,4] a, float16[N,4] r) {
+        h = Cast <to = 10> (x)
+        r = Relu (h)
+        a = Cast <to = 1> (r)
+    }
+    """)
+    engine = _engine(model, optimization_level=0)
+    assert engine._output_casts == [torch.float32, None]
+    eager, graph = engine.create_execution_context(cuda_graph=False), engine.create_execution_context()
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for _ in range(4):
+        x = torch.randn(3, 4, device="cuda", generator=gen)
+        want, got = eager.execute({"x": x}), graph.execute({"x": x})
+        for name in ("a", "r"):
+            assert got[name].dtype == want[name].dtype and torch.equal(got[name], want[name])
+    assert graph._graphs.captured_signatures
+    buffer = torch.empty(3, 4, device="cuda")
+    assert graph.execute({"x": x}, outputs={"a": buffer})["a"] is buffer and torch.equal(buffer, want["a"])
+    host = graph.execute({"x": x.cpu().numpy()})
+    assert host["a"].dtype == np.float32 and np.array_equal(host["a"], want["a"].cpu().numpy())
 
 
 @cuda

@@ -30,6 +30,16 @@ from .registry import REQUIRED, InferContext, Op, register
 _FLOATS = (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16, DType.FLOAT64)
 
 
+def aligned_rows(t: torch.Tensor) -> torch.Tensor:
+    """`t` with dense rows at 16-byte aligned strides, as torch's fused CUDA attention kernels read
+    them: torch 2.11 checks the head dim's alignment but not the strides of a view, and a view whose
+    rows are 56 bytes apart (head dim 24 sliced from 28) came out wrong in every element."""
+    size = t.element_size()
+    if t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and all(
+            s * size % 16 == 0 for s, n in zip(t.stride()[:-1], t.shape[:-1]) if n > 1):
+        return t
+    return t.contiguous()
+
 def _attention_by_parts(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
                         scale: float) -> torch.Tensor:
     """The primitive chain itself, for shapes the fused kernel does not take (batch dims
@@ -93,4 +103,6 @@ class ScaledDotProductAttention(Op):
         if mask is not None and mask.dim() < 2:
             # torch's kernel wants a mask of at least 2 dims; a scalar or vector mask broadcasts the same.
             mask = mask.reshape((1,) * (2 - mask.dim()) + tuple(mask.shape))
+        if q.is_cuda:
+            q, k, v = aligned_rows(q), aligned_rows(k), aligned_rows(v)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)

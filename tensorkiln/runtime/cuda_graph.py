@@ -13,7 +13,8 @@ Life of a signature (the inputs' shapes and dtypes):
 3. later calls: copy the inputs into the static buffers (skipped when the caller hands in
    the static buffers themselves, see `ExecutionContext.input_buffers`), replay, and copy
    the outputs out of the graph's static output tensors (fresh tensors, or the caller's
-   preallocated ones).
+   preallocated ones). The graph leaves out the Cast layers that only convert a value into
+   an output's dtype (GraphExecutor.deferring_output_casts): this copy converts instead.
 
 All graphs of one context share one memory pool. That is safe because a context runs
 one inference at a time: each replay's outputs are copied out on the replay's stream
@@ -63,33 +64,51 @@ def _static_like(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return torch.empty(tuple(x.shape), dtype=x.dtype, device=device)
 
 
-def _is_same_buffer(x: torch.Tensor, static: torch.Tensor) -> bool:
-    return (x.data_ptr() == static.data_ptr() and x.dtype == static.dtype and x.shape == static.shape
-            and x.stride() == static.stride() and x.device == static.device)
-
-
 _HAS_FOREACH_COPY = hasattr(torch, "_foreach_copy_")
+# Outputs up to this many bytes in all are copied out of the graph by one multi-tensor kernel; larger
+# ones by a copy each (cudaMemcpy's bandwidth for BERT's 25 MB hidden states at batch 64).
+_FOREACH_COPY_OUT_BYTES = 4 << 20
+_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+
+
+def signature(tensors: Sequence[Any]) -> Signature:
+    """The key of a call's graph: its inputs' shapes and dtypes."""
+    return tuple((x.shape, x.dtype) for x in tensors)
 
 
 def _copy_into(statics: Sequence[torch.Tensor], feeds: Sequence[torch.Tensor]) -> None:
-    """Copy each feed into its static buffer (skipping feeds that are the buffer). Device feeds of
-    one dtype go in one multi-tensor kernel: a copy_ per input costs ~7 us of host time each
-    (BERT's three inputs at batch 1: 20 us before the graph starts, on a 0.45 ms inference)."""
-    grouped: dict[torch.dtype, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+    """Copy each feed into its static buffer (skipping feeds that are the buffer). Device feeds go
+    in one multi-tensor kernel: a copy_ per input costs ~7 us of host time each (BERT's three
+    inputs at batch 1: 20 us before the graph starts, on a 0.45 ms inference); feeds of another
+    dtype or layout than the fast kernel takes are copied one by one inside the same call."""
+    dsts: list[torch.Tensor] = []
+    srcs: list[torch.Tensor] = []
     for x, static in zip(feeds, statics):
-        if _is_same_buffer(x, static):
-            continue
-        if x.device == static.device and x.dtype == static.dtype and x.is_contiguous() and _HAS_FOREACH_COPY:
-            dsts, srcs = grouped.setdefault(x.dtype, ([], []))
+        if x.data_ptr() == static.data_ptr() and x.stride() == static.stride():
+            continue  # the caller wrote into the graph's own buffer (same signature: same shape, dtype)
+        if x.device == static.device and _HAS_FOREACH_COPY:
             dsts.append(static)
             srcs.append(x)
         else:
             static.copy_(x, non_blocking=True)
-    for dsts, srcs in grouped.values():
-        if len(dsts) == 1:
-            dsts[0].copy_(srcs[0], non_blocking=True)
-        else:
-            torch._foreach_copy_(dsts, srcs, non_blocking=True)
+    if len(dsts) == 1:
+        dsts[0].copy_(srcs[0], non_blocking=True)
+    elif dsts:
+        torch._foreach_copy_(dsts, srcs, non_blocking=True)
+
+
+def copy_out(statics: Sequence[torch.Tensor], dtypes: Sequence[Optional[torch.dtype]]) -> list[torch.Tensor]:
+    """Fresh copies of a replay's static outputs (the next replay overwrites them), each cast to
+    its dtype on the way (None: kept): small ones in one multi-tensor kernel (one launch, not one
+    per output: at batch 1 each is a few microseconds after the graph), large ones by a copy each."""
+    fresh = [torch.empty_like(t, dtype=d) for t, d in zip(statics, dtypes)]
+    if (len(statics) > 1 and _HAS_FOREACH_COPY
+            and sum(t.numel() * t.element_size() for t in fresh) <= _FOREACH_COPY_OUT_BYTES):
+        torch._foreach_copy_(fresh, list(statics), non_blocking=True)
+    else:
+        for dst, src in zip(fresh, statics):
+            dst.copy_(src, non_blocking=True)
+    return fresh
 
 
 class CudaGraphs:
@@ -100,8 +119,11 @@ class CudaGraphs:
         self._entries: dict[Signature, _Entry] = {}
         self._pool: Any = None
         self._capture_stream: Optional[torch.cuda.Stream] = None
-        # The stream and the event after the previous call's last use of the static buffers.
-        self._last_stream: Optional[torch.cuda.Stream] = None
+        self._index = device.index if device.index is not None else torch.cuda.current_device()
+        # The stream (as its raw handle: cheaper to read than a Stream object, which matters on the
+        # replay path) and the event after the previous call's last use of the static buffers.
+        self._last_stream: Optional[int] = None
+        self._this_stream: Optional[int] = None
         self._done = None
 
     @property
@@ -128,9 +150,10 @@ class CudaGraphs:
         stream; returns the graph's static outputs, valid until the next call. Raises what the
         capture raised when it fails (the caller falls back to eager)."""
         entry = self._entries[key]
-        stream = torch.cuda.current_stream(self.device)
+        stream = self._current_stream()
         if self._last_stream is not None and self._last_stream != stream:
-            stream.wait_event(self._done)
+            torch.cuda.current_stream(self.device).wait_event(self._done)
+        self._this_stream = stream
         statics = self.static_inputs(key, feeds)
         _copy_into(statics, feeds)
         if entry.graph is None:
@@ -141,11 +164,15 @@ class CudaGraphs:
 
     def finished(self) -> None:
         """Mark the end of this call's use of the static buffers (outputs copied out)."""
-        stream = torch.cuda.current_stream(self.device)
         if self._done is None:
             self._done = torch.cuda.Event()
-        self._done.record(stream)
-        self._last_stream = stream
+        self._done.record(torch.cuda.current_stream(self.device))
+        self._last_stream = self._this_stream
+
+    def _current_stream(self) -> Any:
+        if _raw_stream is not None:
+            return _raw_stream(self._index)
+        return torch.cuda.current_stream(self.device).cuda_stream
 
     def _capture(self, entry: _Entry, statics: list[torch.Tensor], run_eagerly: RunFn,
                  in_tf32_scope: Callable[[], Any]) -> None:

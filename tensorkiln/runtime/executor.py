@@ -6,6 +6,7 @@ cleared after its last reader so memory is returned as soon as possible.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -19,6 +20,8 @@ from .profiler import StepTimer
 
 TacticFn = Callable[[RunContext, list[Optional[torch.Tensor]], dict[str, Any]], Any]
 Resolve = Callable[[Node], TacticFn]
+# Casts among these a copy_ performs exactly as the Cast layer does (round to nearest even).
+_FOLDABLE_CAST_DTYPES = frozenset({DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32})
 
 
 class _Step:
@@ -63,6 +66,38 @@ class GraphExecutor:
         ]
         self.output_slots = [self.slot_of[v.name] for v in graph.outputs]
         self._children: dict[int, GraphExecutor] = {}
+
+    def deferring_output_casts(self) -> tuple["GraphExecutor", list[Optional[torch.dtype]]]:
+        """This executor without the Cast layers that only turn a value into a graph output (fp16
+        results given as fp32, say), and each output's dtype to cast to (None: as produced). The
+        CUDA-graph path copies its outputs out of the graph anyway: that copy can convert them,
+        one pass where the Cast layer and the copy were two (BERT's fp32 hidden states at batch
+        64: ~15 us)."""
+        readers: dict[int, int] = {}
+        for step in self.steps:
+            for i in step.ins:
+                readers[i] = readers.get(i, 0) + 1
+        outputs, dtypes, folded = list(self.output_slots), [None] * len(self.output_slots), set()
+        for step in self.steps:
+            node = step.node
+            if node.op_type != "Cast" or node.domain not in ("", "ai.onnx") or step.outs[0] not in outputs:
+                continue
+            source, target = node.inputs[0], node.outputs[0]
+            if (readers.get(step.outs[0], 0) or self.output_slots.count(step.outs[0]) != 1
+                    or source.dtype not in _FOLDABLE_CAST_DTYPES or target.dtype not in _FOLDABLE_CAST_DTYPES
+                    or step.ins[0] in self.input_slots or self.template[step.ins[0]] is not None):
+                continue
+            i = outputs.index(step.outs[0])
+            outputs[i], dtypes[i] = step.ins[0], target.dtype.torch
+            folded.add(id(step))
+        if not folded:
+            return self, dtypes
+        kept = set(outputs)
+        deferred = copy.copy(self)
+        deferred.steps = [_Step(s.fn, s.attrs, s.ins, s.outs, [r for r in s.release if r not in kept], s.node)
+                          for s in self.steps if id(s) not in folded]
+        deferred.output_slots = outputs
+        return deferred, dtypes
 
     def _input_slots(self, node: Node, template: list[Any]) -> list[int]:
         """Slots of a node's inputs. A constant an op reads as host values (shape, axes,

@@ -353,7 +353,7 @@ def test_cudnn_attention_matches_reference(dtype, shape, mask):
 
 @cuda
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
-@pytest.mark.parametrize("tile", ["m64", "m16"])
+@pytest.mark.parametrize("tile", ["m64", "m16", "tma_m128", "tma_m64"])
 @pytest.mark.parametrize("shape, mask", [((2, 4, 64, 64), None), ((2, 12, 128, 64), (2, 1, 1, 128)),
                                          ((2, 4, 50, 32), (2, 1, 1, 50)), ((2, 48, 32), (48, 48)),
                                          ((2, 4, 32, 64), (2, 4, 32, 32)), ((3, 2, 2, 40, 16), None),
@@ -372,7 +372,7 @@ def test_triton_attention_matches_reference(dtype, tile, shape, mask):
 
 
 @cuda
-@pytest.mark.parametrize("tile", ["m64", "m16"])
+@pytest.mark.parametrize("tile", ["m64", "m16", "tma_m64"])
 def test_triton_attention_edges(tile):
     """Keys not a multiple of the block, V's head dim unlike Q's, a row masked for every key (zeros,
     as ops/sdpa.py specifies) and no keys at all."""
@@ -419,6 +419,37 @@ def test_attention_supports_reasons():
     assert "float32" in triton.supports(sdpa_node((2, 8, 16), (2, 8, 16), (2, 8, 16), DType.FLOAT32))
     assert "head dim 512" in triton.supports(sdpa_node((1, 8, 512), (1, 8, 512), (1, 8, 512), DType.FLOAT16))
     assert "Q and K head dims differ" in triton.supports(sdpa_node((1, 8, 32), (1, 8, 16), (1, 8, 16), DType.FLOAT16))
+    tma = find_tactic("cuda", "ScaledDotProductAttention", "tensorkiln", "triton_tma_m128")
+    assert tma.supports(node) is None
+    assert "129 keys" in tma.supports(sdpa_node((1, 8, 16), (1, 129, 16), (1, 129, 16), DType.FLOAT16))
+    assert "head dims [20, 20, 20]" in tma.supports(sdpa_node((1, 8, 20), (1, 8, 20), (1, 8, 20), DType.FLOAT16))
+    assert "head dim 128" in tma.supports(sdpa_node((1, 8, 128), (1, 8, 128), (1, 8, 128), DType.FLOAT16))
+    assert "float32" in tma.supports(sdpa_node((2, 8, 16), (2, 8, 16), (2, 8, 16), DType.FLOAT32))
+
+
+@cuda
+def test_tma_attention_reads_any_strides_and_longer_keys_fall_back():
+    """Q/K/V that are not TMA-aligned views are copied first; keys longer than the tile's block at run
+    time (a symbolic length at build time) go through the m64 kernel. Both match the reference, and
+    so do the reference and the fused torch kernels on such views (torch's own F.sdpa gave wrong
+    values for them before the reference aligned its operands)."""
+    dt = DType.FLOAT16
+    node = sdpa_node((2, 3, 16, 24), (2, 3, 16, 24), (2, 3, 16, 24), dt, (2, 1, 1, 16))
+    inputs = mask_inputs(node, seed=5)
+    # Rows 28 elements apart (56 bytes): not a 16-byte multiple.
+    padded = [torch.nn.functional.pad(t, (0, 4))[..., :24] for t in inputs[:3]]
+    assert padded[0].stride(2) == 28
+    check_against_reference(node, "triton_tma_m128", padded + inputs[3:], "fp16")
+    dense = run(node, "reference", [t.contiguous() for t in padded] + inputs[3:])[0]
+    for name in ("reference", "mem_efficient", "cudnn", "triton_m64"):
+        if find_tactic("cuda", "ScaledDotProductAttention", "tensorkiln", name).supports(node) is None:
+            got = run(node, name, padded + inputs[3:])[0]
+            assert_close(got.float().cpu().numpy(), dense.float().cpu().numpy(), "fp16", f"{name} on padded rows")
+    tma = find_tactic("cuda", "ScaledDotProductAttention", "tensorkiln", "triton_tma_m128")
+    longer = sdpa_node((2, 3, 16, 24), (2, 3, 200, 24), (2, 3, 200, 24), dt)
+    got = tma.run(_ctx(), random_inputs(longer, seed=6), longer.attrs)
+    ref = run(longer, "reference", random_inputs(longer, seed=6))[0]
+    assert_close(got.float().cpu().numpy(), ref.float().cpu().numpy(), "fp16", "keys past the block")
 
 
 # -- LayerNormalization and Softmax -----------------------------------------------------------

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ...ir import DType, Node
+from ...ops.sdpa import aligned_rows
 from ._common import FAST_FLOATS, HALF_FLOATS, dtype_reason, input_shape, optional_input, register
 
 _MAX_FLASH_HEAD_DIM = 256
@@ -83,8 +84,9 @@ def _as_4d(t: torch.Tensor) -> torch.Tensor:
 
 
 def _dense_rows(t: torch.Tensor) -> torch.Tensor:
-    """`t` with unit stride along the head dim, as the fused kernels need."""
-    return t if t.stride(-1) == 1 else t.contiguous()
+    """`t` with unit stride along the head dim and 16-byte aligned row strides, as the fused
+    kernels need (ops/sdpa.py's aligned_rows: torch does not check a view's strides)."""
+    return aligned_rows(t)
 
 
 def _mask_4d(mask: torch.Tensor, scores_rank: int) -> torch.Tensor:

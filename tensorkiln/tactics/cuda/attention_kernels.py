@@ -63,3 +63,48 @@ def attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, heads, s_q, s_k, d_qk
     out = tl.where(running_sum[:, None] > 0.0, acc / running_sum[:, None], 0.0)
     tl.store(o_ptr + b * sob + h * soh + rows[:, None] * som + dv[None, :] * sod, out.to(o_ptr.dtype.element_ty),
              mask=row_ok[:, None] & (dv < d_v)[None, :])
+
+
+@triton.jit
+def attention_tma_kernel(q_desc, k_desc, v_desc, mask_ptr, o_desc, heads, s_q, s_k, m_blocks, n_tiles, qk_scale,
+                         smb, smh, smm, smn,
+                         HAS_MASK: tl.constexpr, MASK_ONE_ROW: tl.constexpr, EVEN_N: tl.constexpr,
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DK: tl.constexpr,
+                         BLOCK_DV: tl.constexpr, STAGES: tl.constexpr):
+    # Persistent Hopper form for sequences that fit one key block: each program walks query
+    # tiles (BLOCK_M rows of one batch and head) and takes all keys at once, so the softmax needs
+    # no running rescale. Q/K/V tiles arrive by TMA through 4-D [B, H, S, D] descriptors (any
+    # strides: the head-split views of a merged QKV product are read in place; rows past the end
+    # read as zeros), and the pipelined loop fetches the next tile's operands during this tile's
+    # math. The scale and the mask are taken in log2 units, for exp2.
+    for tile in tl.range(tl.program_id(0), n_tiles, tl.num_programs(0), num_stages=STAGES):
+        pid_m = tile % m_blocks
+        bh = tile // m_blocks
+        b = bh // heads
+        h = bh % heads
+        q = q_desc.load([b, h, pid_m * BLOCK_M, 0]).reshape(BLOCK_M, BLOCK_DK)
+        k = k_desc.load([b, h, 0, 0]).reshape(BLOCK_N, BLOCK_DK)
+        v = v_desc.load([b, h, 0, 0]).reshape(BLOCK_N, BLOCK_DV)
+        scores = tl.dot(q, k.T) * qk_scale
+        cols = tl.arange(0, BLOCK_N)
+        col_ok = cols < s_k
+        if HAS_MASK:
+            m_base = mask_ptr + b * smb + h * smh
+            if MASK_ONE_ROW:
+                scores += (tl.load(m_base + cols * smn, mask=col_ok, other=0.0).to(tl.float32)
+                           * 1.4426950408889634)[None, :]
+            else:
+                rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+                scores += tl.load(m_base + rows[:, None] * smm + cols[None, :] * smn,
+                                  mask=(rows < s_q)[:, None] & col_ok[None, :], other=0.0).to(tl.float32) \
+                    * 1.4426950408889634
+        if not EVEN_N:
+            scores = tl.where(col_ok[None, :], scores, float("-inf"))
+        row_max = tl.max(scores, 1)
+        # A row masked (-inf) for every key gives zeros, as ops/sdpa.py specifies: subtract 0, not -inf.
+        shift = tl.where(row_max == float("-inf"), 0.0, row_max)
+        weights = tl.exp2(scores - shift[:, None])
+        total = tl.sum(weights, 1)
+        acc = tl.dot(weights.to(v.dtype), v)
+        out = tl.where(total[:, None] > 0.0, acc / total[:, None], 0.0)
+        o_desc.store([b, h, pid_m * BLOCK_M, 0], out.to(o_desc.dtype).reshape(1, 1, BLOCK_M, BLOCK_DV))
