@@ -78,6 +78,18 @@ def _empty_in_order_of(like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tens
     return buffer.permute(inverse)
 
 
+def _output_and_mask(q4: torch.Tensor, k4: torch.Tensor, v4: torch.Tensor, mask: Optional[torch.Tensor],
+                     rank: int) -> tuple[torch.Tensor, Optional[torch.Tensor], tuple[int, ...]]:
+    """The output in Q's memory order, and the mask (of `rank`-D attention) broadcast to the 4-D
+    scores with its strides (zeros where there is none): a broadcast dim has stride 0."""
+    batch, heads, s_q = q4.shape[:3]
+    out = _empty_in_order_of(q4, (batch, heads, s_q, v4.shape[3]))
+    if mask is None:
+        return out, None, (0, 0, 0, 0)
+    mask = _mask_4d(mask, rank).expand(batch, heads, s_q, k4.shape[2])
+    return out, mask, tuple(mask.stride())
+
+
 class TritonAttention:
     def __init__(self, tile: str) -> None:
         self.tile = TILES[tile]
@@ -90,12 +102,7 @@ class TritonAttention:
         q4, k4, v4, mask, out_shape = _fused_operands(inputs)
         batch, heads, s_q, d_qk = q4.shape
         s_k, d_v = k4.shape[2], v4.shape[3]
-        out = _empty_in_order_of(q4, (batch, heads, s_q, d_v))
-        if mask is not None:
-            mask = _mask_4d(mask, inputs[0].dim()).expand(batch, heads, s_q, s_k)
-            mask_strides = mask.stride()
-        else:
-            mask_strides = (0, 0, 0, 0)
+        out, mask, mask_strides = _output_and_mask(q4, k4, v4, mask, inputs[0].dim())
         block_m, block_n, warps, stages = self.tile
         if out.numel() and s_k == 0:
             out.zero_()  # softmax over no keys: an empty sum (torch's kernels give zeros too)
@@ -160,12 +167,7 @@ class TmaAttention:
         if s_k > self.max_keys:
             # Shapes that were symbolic at build time came out longer than one block.
             return self._longer.run(ctx, inputs, attrs)
-        out = _empty_in_order_of(q4, (batch, heads, s_q, d_v))
-        if mask is not None:
-            mask = _mask_4d(mask, inputs[0].dim()).expand(batch, heads, s_q, s_k)
-            mask_strides = mask.stride()
-        else:
-            mask_strides = (0, 0, 0, 0)
+        out, mask, mask_strides = _output_and_mask(q4, k4, v4, mask, inputs[0].dim())
         if out.numel() and s_k == 0:
             out.zero_()  # softmax over no keys: an empty sum (torch's kernels give zeros too)
             return out if out.dim() == len(out_shape) else out.reshape(out_shape)
