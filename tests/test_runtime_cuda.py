@@ -255,12 +255,22 @@ def test_graph_outputs_are_fresh_copies(monkeypatch, foreach_bytes):
 
 @cuda
 def test_inputs_after_capture_are_still_checked(rng):
-    """The replay path taken once a signature is checked still explains wrong inputs."""
+    """Once a signature is checked, device tensors go straight to the replay; wrong inputs still take
+    the general path, which explains them."""
     model = elementwise_model()
     ctx = _engine(model).create_execution_context()
     feeds = _on(_feeds(rng, 4))
     for _ in range(3):
         ctx.execute(feeds)
+    def general_path(*args, **kwargs):
+        raise AssertionError("a checked device-tensor call took the general path")
+    checked_run = ctx._run
+    ctx._run = general_path
+    np.testing.assert_array_equal(ctx.execute(feeds)["z"].cpu().numpy(), elementwise_expected(
+        *(feeds[k].cpu().numpy() for k in "xy"), model))
+    with pytest.raises(AssertionError, match="general path"):
+        ctx.execute({k: v.cpu() for k, v in feeds.items()})  # host tensors are converted: the general path
+    ctx._run = checked_run
     with pytest.raises(ShapeError, match="missing input"):
         ctx.execute({"x": feeds["x"]})
     with pytest.raises(ShapeError, match="unknown input"):
