@@ -139,6 +139,8 @@ class BuildRow:
     tactics: dict[str, int] = field(default_factory=dict)
     cuda_graphs: str = "n/a"
     timing_cache: str = "n/a"
+    # Auxiliary streams the engine uses, and of how many independent branches they run.
+    aux_streams: str = "n/a"
     error: str = ""
 
 
@@ -326,6 +328,7 @@ def tensorkiln_system(bundle: ModelBundle, workload: Workload, precision: str, d
         name = str(layer.get("tactic", "?"))
         tactics[name] = tactics.get(name, 0) + 1
     build.tactics = dict(sorted(tactics.items(), key=lambda kv: -kv[1]))
+    build.aux_streams = _aux_stream_text(plan.build_info.get("streams"))
     if cache_field is not None:
         started = time.perf_counter()
         warm_plan = Builder(config).build(parse_onnx(bundle.onnx_model))
@@ -363,6 +366,15 @@ def tensorkiln_system(bundle: ModelBundle, workload: Workload, precision: str, d
                           status=lambda: _graph_state(context, device), layer_report=layer_report)
     system.input_dtype = next((d for d in dtypes.values() if d.is_floating_point), None)
     return system
+
+
+def _aux_stream_text(streams: Optional[dict[str, Any]]) -> str:
+    """'1 (4/4 branches)': auxiliary streams and the branches on them, of those found."""
+    if not streams:
+        return "n/a"
+    branches = streams.get("branches", [])
+    kept = sum(1 for b in branches if b.get("stream"))
+    return f"{streams.get('aux_streams', 0)} ({kept}/{len(branches)} branches)"
 
 
 def _layer_report_lines(profile: Any, top: int) -> list[str]:
@@ -443,7 +455,8 @@ def run_workload(report: Report, bundle: ModelBundle, workload: Workload, args: 
             entries.append((TENSORKILN, kiln, kiln_inputs, ""))
             warm = "n/a" if build.build_warm_seconds is None else f"{build.build_warm_seconds:.2f} s"
             log(f"    built in {build.build_cold_seconds:.2f} s cold, {warm} warm; load + first inference "
-                f"{build.load_first_inference_ms:.1f} ms; CUDA graphs: {build.cuda_graphs}")
+                f"{build.load_first_inference_ms:.1f} ms; CUDA graphs: {build.cuda_graphs}; aux streams: "
+                f"{build.aux_streams}")
         except Exception as exc:  # noqa: BLE001
             build.error = _fmt_exc(exc)
             entries.append((TENSORKILN, None, input_sets, f"build/load failed: {_fmt_exc(exc)}"))
@@ -525,20 +538,20 @@ def table_rows(report: Report) -> list[list[str]]:
 HEADERS = ["workload", "precision", "system", "throughput", "median ms", "p99 ms", "host ms", "vs best peer",
            "max abs err", "err vs fp32", "check"]
 BUILD_HEADERS = ["workload", "precision", "parse+build cold s", "build warm cache s", "load + 1st inference ms",
-                 "layers", "CUDA graphs", "tactics (count)"]
+                 "layers", "CUDA graphs", "aux streams", "tactics (count)"]
 
 
 def build_rows(report: Report) -> list[list[str]]:
     out = []
     for b in report.builds:
         if b.error:
-            out.append([b.workload, b.precision, "—", "—", "—", "—", "—", f"ERROR: {b.error}"])
+            out.append([b.workload, b.precision, "—", "—", "—", "—", "—", "—", f"ERROR: {b.error}"])
             continue
         warm = "n/a" if b.build_warm_seconds is None else (
             f"{b.build_warm_seconds:.2f}" + ("" if b.warm_same_tactics else " (tactics differ!)"))
         tactics = ", ".join(f"{k} {v}" for k, v in list(b.tactics.items())[:6])
         out.append([b.workload, b.precision, _num(b.build_cold_seconds, ".2f"), warm,
-                    _num(b.load_first_inference_ms, ".1f"), str(b.layers), b.cuda_graphs, tactics])
+                    _num(b.load_first_inference_ms, ".1f"), str(b.layers), b.cuda_graphs, b.aux_streams, tactics])
     return out
 
 

@@ -415,3 +415,81 @@ def test_memory_plan_matches_the_caching_allocator():
     # ...and the plan is most of what the run needed: the rest is tactics' temporaries and
     # workspaces (attention scores, cuBLAS/cuDNN workspaces), which the plan does not hold.
     assert measured <= 3.0 * (plan.size + out_bytes) + (8 << 20)
+
+
+# ---- auxiliary streams ----------------------------------------------------------------------
+
+def _fixed_profile(model: onnx.ModelProto, feeds: dict) -> tuple:
+    from tensorkiln.builder.config import OptimizationProfile
+    return (OptimizationProfile.fixed({k: v.shape for k, v in feeds.items()}),)
+
+
+def _with_streams(plan, every_branch: bool):
+    """A copy of the plan with every branch on an auxiliary stream, or with none."""
+    import copy
+
+    from tensorkiln.planner.streams import assign_streams, find_branches
+    plan = copy.deepcopy(plan)
+    stream_of, _ = assign_streams(plan.graph, find_branches(plan.graph), 4) if every_branch else (
+        [0] * len(plan.graph.nodes), None)
+    for node, stream in zip(plan.graph.nodes, stream_of):
+        node.meta.pop("stream", None)
+        if stream:
+            node.meta["stream"] = stream
+    return plan
+
+
+@cuda
+@pytest.mark.parametrize("name, streams", [("resnet50", 1), ("detector", 2)])
+def test_aux_streams_give_the_one_stream_results(name, streams):
+    """Branches on auxiliary streams, eagerly and replayed from a CUDA graph, give exactly what
+    the same layers give on one stream, call after call with new inputs (a missing wait or a
+    buffer reused too early shows as a difference)."""
+    model = zoo.build(name, small=True)
+    feeds = zoo.example_inputs(model, batch=1)
+    plan = Builder(BuilderConfig(device="cuda", fp16=True, profiles=_fixed_profile(model, feeds))).build(
+        parse_onnx(model))
+    forked = Runtime("cuda").load(_with_streams(plan, True))
+    single = Runtime("cuda").load(_with_streams(plan, False))
+    assert forked.executor.schedule.aux_streams == streams and single.executor.schedule is None
+    assert sum(1 for layer in forked.layers if layer["stream"]) >= streams
+    for use_graph in (False, True):
+        a = forked.create_execution_context(cuda_graph=use_graph)
+        b = single.create_execution_context(cuda_graph=use_graph)
+        assert a._streams is not None
+        for seed in range(6):
+            x = _on(zoo.example_inputs(model, batch=1, seed=seed))
+            got, want = a.execute(x), b.execute(x)
+            for k in want:
+                assert torch.equal(got[k], want[k]), (name, use_graph, seed, k)
+        # The detector's Resize reads host scales mid-engine: both contexts fall back to eager alike.
+        assert a.warnings == b.warnings
+        if use_graph and name == "resnet50":
+            assert a.warnings == [] and a._graphs.captured_signatures
+
+
+@cuda
+def test_builder_keeps_a_stream_only_where_timed_faster(tmp_path):
+    model = zoo.build("resnet50", small=True)
+    feeds = zoo.example_inputs(model, batch=1)
+    cache = str(tmp_path / "timing.cache")
+    config = BuilderConfig(device="cuda", fp16=True, profiles=_fixed_profile(model, feeds), timing_cache_file=cache)
+    plan = Builder(config).build(parse_onnx(model))
+    report = plan.build_info["streams"]
+    assert len(report["branches"]) == 4 and "skipped" not in report
+    faster_whole = ("engine_one_stream_ms" in report
+                    and report["engine_aux_streams_ms"] < report["engine_one_stream_ms"] * 0.995)
+    for branch in report["branches"]:
+        assert branch["one_stream_ms"] > 0 and branch["aux_stream_ms"] > 0 and not branch["from_cache"]
+        faster_alone = branch["aux_stream_ms"] < branch["one_stream_ms"] * 0.97
+        assert bool(branch.get("stream")) == (faster_alone and faster_whole), (branch, report)
+        assert branch.get("stream") or branch["reason"]
+        on_aux = [layer["stream"] for layer in plan.layers if layer["name"] in branch["side"]]
+        assert on_aux == [branch.get("stream", 0)] * len(branch["side"])
+    # A warm timing cache answers for every branch, and the same branches are kept.
+    again = Builder(config).build(parse_onnx(model))
+    assert all(b["from_cache"] for b in again.build_info["streams"]["branches"])
+    assert [layer["stream"] for layer in again.layers] == [layer["stream"] for layer in plan.layers]
+    none = Builder(config.with_changes(max_aux_streams=0)).build(parse_onnx(model))
+    assert none.build_info["streams"]["skipped"] == "--maxAuxStreams=0"
+    assert all(layer["stream"] == 0 for layer in none.layers)

@@ -28,6 +28,7 @@ from ..tactics.select import TacticChoice
 from ..tactics.timing_cache import TimingCache
 from ..tactics.device import describe_device, parse_device
 from .config import BuilderConfig
+from .streams import plan_streams
 
 
 class Builder:
@@ -57,7 +58,7 @@ class Builder:
                 verify(graph)
             except GraphError as exc:
                 raise GraphError(f"after precision assignment: {exc}") from exc
-        tactics = _choose_tactics(graph, device, config)
+        tactics, streams = _choose_tactics(graph, device, config)
         profiles = tuple({name: ProfileRange(*r) for name, r in p.shapes.items()} for p in config.profiles)
         opt_dims = _opt_dims(graph, profiles)
         memory = {"strategy": "release-after-last-use",
@@ -69,6 +70,7 @@ class Builder:
             "passes": [r.to_json() for r in reports],
             "precision": precision.to_json(),
             "tactics": tactics,
+            **({"streams": streams} if streams is not None else {}),
         }
         kept = {v.name for v in graph.inputs}
         return EnginePlan(graph=graph, device=DeviceInfo(*describe_device(device)), build_config=config.to_json(),
@@ -134,10 +136,12 @@ def _check_inputs_typed(graph: Graph) -> None:
             raise ConfigError(f"network input '{v.name}' has no type: declare its dtype")
 
 
-def _choose_tactics(graph: Graph, device: torch.device, config: BuilderConfig) -> dict[str, Any]:
+def _choose_tactics(graph: Graph, device: torch.device,
+                    config: BuilderConfig) -> tuple[dict[str, Any], Optional[dict[str, Any]]]:
     """Every layer's tactic: the default choice, then the auto-tuner's timing at the profiles'
-    opt shapes (or the fixed shapes) where a layer has several candidates. Returns the
-    tuning summary for build_info."""
+    opt shapes (or the fixed shapes) where a layer has several candidates; then, on CUDA, the
+    branches that run faster on auxiliary streams. Returns the tuning summary and the stream
+    report (None on the CPU) for build_info."""
     backend = device.type
     missing = []
     choices: dict[Node, TacticChoice] = {}
@@ -158,7 +162,11 @@ def _choose_tactics(graph: Graph, device: torch.device, config: BuilderConfig) -
     # EnginePlan.library_version defaults to the running tensorkiln's version (builder/ may not
     # import version.py directly).
     environment = timing_environment(device, EnginePlan.library_version, tf32=config.tf32)
-    summary = tune_graph(graph, device, choices, _tuning_shapes(graph, config), options, cache, environment)
+    shapes = _tuning_shapes(graph, config)
+    summary = tune_graph(graph, device, choices, shapes, options, cache, environment)
+    streams = None
+    if backend == "cuda":
+        streams = plan_streams(graph, device, config, shapes, summary, options, cache, environment)
     for node in graph.walk():
         if "precision" not in node.meta:  # set by assign_precisions for top-level layers
             out = node.outputs[0].type if node.outputs else None
@@ -171,7 +179,7 @@ def _choose_tactics(graph: Graph, device: torch.device, config: BuilderConfig) -
         cache.save()
         result["timing_cache"] = {"file": config.timing_cache_file, "hits": cache.hits, "misses": cache.misses,
                                   "entries_added": written}
-    return result
+    return result, streams
 
 
 def _tuning_shapes(graph: Graph, config: BuilderConfig) -> Union[list[dict[str, tuple[int, ...]]], str]:

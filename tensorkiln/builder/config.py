@@ -44,6 +44,9 @@ class OptimizationProfile:
                                       f"network fixes it to {fixed}")
 
 
+DEFAULT_MAX_AUX_STREAMS = 4
+
+
 @dataclass(frozen=True)
 class BuilderConfig:
     """How to build. Precision flags *allow* a precision; the builder picks per layer."""
@@ -84,6 +87,10 @@ class BuilderConfig:
     workspace_bytes: Optional[int] = None
     # Progress bar while tuning, on stderr: None = when stderr is a terminal.
     tuning_progress: Optional[bool] = None
+    # Most auxiliary CUDA streams an inference may use to run independent branches beside each
+    # other (trtexec's --maxAuxStreams); a branch gets one only where that was timed faster.
+    # None: as many as the kept branches need, up to DEFAULT_MAX_AUX_STREAMS; 0: none.
+    max_aux_streams: Optional[int] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.profiles, tuple):
@@ -96,6 +103,8 @@ class BuilderConfig:
             raise ConfigError(f"avg_timing (--avgTiming) must be >= 1, got {self.avg_timing}")
         if self.min_timing < 1:
             raise ConfigError(f"min_timing (--minTiming) must be >= 1, got {self.min_timing}")
+        if self.max_aux_streams is not None and self.max_aux_streams < 0:
+            raise ConfigError(f"max_aux_streams (--maxAuxStreams) must be >= 0, got {self.max_aux_streams}")
         if self.workspace_bytes is not None and self.workspace_bytes < 0:
             raise ConfigError(f"workspace_bytes (--memPoolSize=workspace:N) must be >= 0, got {self.workspace_bytes}")
         object.__setattr__(self, "layer_precisions", dict(self.layer_precisions))

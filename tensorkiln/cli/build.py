@@ -42,9 +42,11 @@ The file is written atomically: a failed build leaves an existing file untouched
 
 
 TRTEXEC_TUNING_FLAGS = {"avg": "--avgTiming", "min": "--minTiming", "sources": "--tacticSources",
-                        "cache": "--timingCacheFile", "no_cache": "--noBuilderCache", "pool": "--memPoolSize"}
+                        "cache": "--timingCacheFile", "no_cache": "--noBuilderCache", "pool": "--memPoolSize",
+                        "aux": "--maxAuxStreams"}
 KILN_TUNING_FLAGS = {"avg": "--avg-timing", "min": "--min-timing", "sources": "--tactic-sources",
-                     "cache": "--timing-cache", "no_cache": "--no-builder-cache", "pool": "--mem-pool-size"}
+                     "cache": "--timing-cache", "no_cache": "--no-builder-cache", "pool": "--mem-pool-size",
+                     "aux": "--max-aux-streams"}
 
 
 def make_parser() -> KilnArgumentParser:
@@ -114,6 +116,10 @@ def add_tuning_flags(p: argparse.ArgumentParser, names: dict[str, str], aliases:
                        help="memory pool limits, e.g. workspace:1024 (MiB; suffixes B, K, M, G accepted, e.g. "
                             "512M, 1G): tactics needing more workspace are not used. DLA pools and "
                             "tacticSharedMem are accepted and ignored")
+    group.add_argument(*flags("aux"), dest="max_aux_streams", default=None, metavar="N",
+                       help="most auxiliary CUDA streams an inference may use to run independent branches "
+                            "beside each other; a branch gets one only where that was timed faster (default: "
+                            "as many as needed, up to 4; 0: none)")
 
 
 MEMORY_POOLS = ("workspace", "dlaSRAM", "dlaLocalDRAM", "dlaGlobalDRAM", "tacticSharedMem")
@@ -151,7 +157,7 @@ def parse_mem_pool_size(specs: Optional[Sequence[str]], flag: str, log: Log) -> 
 def tuning_config(args: argparse.Namespace, names: dict[str, str], log: Log) -> dict[str, Any]:
     """BuilderConfig fields from the tuning flags (add_tuning_flags)."""
     fields: dict[str, Any] = {}
-    for dest, key in (("avg_timing", "avg"), ("min_timing", "min")):
+    for dest, key, least in (("avg_timing", "avg", 1), ("min_timing", "min", 1), ("max_aux_streams", "aux", 0)):
         value = getattr(args, dest)
         if value is None:
             continue
@@ -159,8 +165,8 @@ def tuning_config(args: argparse.Namespace, names: dict[str, str], log: Log) -> 
             number = int(value)
         except ValueError:
             raise UsageError(f"{names[key]} takes an integer, got '{value}'") from None
-        if number < 1:
-            raise UsageError(f"{names[key]} must be >= 1, got {number}")
+        if number < least:
+            raise UsageError(f"{names[key]} must be >= {least}, got {number}")
         fields[dest] = number
     if args.tactic_sources is not None:
         try:
@@ -267,6 +273,7 @@ def print_build_summary(log: Log, plan: EnginePlan, seconds: float) -> None:
             log.verbose(f"  {rule} declined at '{node}': {reason}")
     print_precision_summary(log, plan.build_info.get("precision", {}))
     print_tactic_summary(log, plan)
+    print_stream_summary(log, plan.build_info.get("streams"))
     memory = plan.memory
     if memory:
         peak = memory.get("peak_activation_bytes_at_opt")
@@ -279,7 +286,29 @@ def print_build_summary(log: Log, plan: EnginePlan, seconds: float) -> None:
     log.verbose("Engine Layer Information:")
     for layer in layers:
         log.verbose(f"Layer({layer['op']}): {layer['name']}, Tactic: {layer['tactic']}, "
-                    f"Precision: {layer['precision']}, {layer['inputs']} -> {layer['outputs']}")
+                    f"Precision: {layer['precision']}, "
+                    + (f"Stream: aux {layer['stream']}, " if layer['stream'] else "")
+                    + f"{layer['inputs']} -> {layer['outputs']}")
+
+
+def print_stream_summary(log: Log, streams: Optional[dict[str, Any]]) -> None:
+    """The independent branches found, which got an auxiliary stream, and why the others did not."""
+    if not streams or not streams.get("branches"):
+        return
+    branches = streams["branches"]
+    kept = sum(1 for b in branches if b.get("stream"))
+    if streams.get("skipped"):
+        log.info(f"Auxiliary streams: none; {len(branches)} independent branch(es) not timed: {streams['skipped']}")
+    else:
+        whole = (f"; the engine {streams['engine_aux_streams_ms']:.4g} ms with them, "
+                 f"{streams['engine_one_stream_ms']:.4g} ms on one stream" if "engine_one_stream_ms" in streams else "")
+        log.info(f"Auxiliary streams: {streams['aux_streams']}, running {kept} of {len(branches)} independent "
+                 f"branch(es) (a branch gets one where that was timed faster){whole}")
+    for b in branches:
+        times = (f"{b['one_stream_ms']:.4g} ms on one stream, {b['aux_stream_ms']:.4g} ms with an auxiliary one"
+                 if "one_stream_ms" in b else "not timed")
+        where = f"aux stream {b['stream']}" if b.get("stream") else f"main stream ({b.get('reason', 'not timed')})"
+        log.verbose(f"Branch {', '.join(b['side'])} -> {b['join']}: {times}; {where}")
 
 
 def print_tactic_summary(log: Log, plan: EnginePlan) -> None:

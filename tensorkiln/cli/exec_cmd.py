@@ -176,7 +176,8 @@ def _check_combination(args: argparse.Namespace, log: Log) -> None:
                                          ("--tacticSources", args.tactic_sources is not None),
                                          ("--timingCacheFile", args.timing_cache_file is not None),
                                          ("--noBuilderCache", args.no_builder_cache),
-                                         ("--memPoolSize", args.mem_pool_size is not None))
+                                         ("--memPoolSize", args.mem_pool_size is not None),
+                                         ("--maxAuxStreams", args.max_aux_streams is not None))
                    if on]
         if ignored:
             log.warn(f"{', '.join(ignored)} only affect building; ignored with --loadEngine")

@@ -134,12 +134,16 @@ def print_engine(console: Console, info: dict[str, Any]) -> None:
                        escape(profiles))
     console.print(io)
     layers = Table(title=f"Layers ({len(info['layers'])})")
-    for column in ("#", "name", "op", "tactic", "precision", "inputs -> outputs"):
+    # The stream column only for engines with layers on auxiliary streams (0: the caller's stream).
+    on_streams = any(layer.get("stream") for layer in info["layers"])
+    for column in ("#", "name", "op", "tactic", "precision") + (("stream",) if on_streams else ()) + (
+            "inputs -> outputs",):
         layers.add_column(column, overflow="fold")
     for i, layer in enumerate(info["layers"]):
         ins = ", ".join("_" if x is None else x for x in layer["inputs"])
+        stream = (str(layer.get("stream", 0)),) if on_streams else ()
         layers.add_row(str(i), escape(layer["name"]), escape(layer["op"]), escape(layer["tactic"]),
-                       escape(layer["precision"]), escape(f"{ins} -> {', '.join(layer['outputs'])}"))
+                       escape(layer["precision"]), *stream, escape(f"{ins} -> {', '.join(layer['outputs'])}"))
     console.print(layers)
     console.print("[bold]Memory plan[/bold]")
     for key, value in info["memory"].items():
@@ -151,6 +155,12 @@ def print_engine(console: Console, info: dict[str, Any]) -> None:
             console.print(f"  build time: {build['build_seconds']} s")
         for p in build.get("passes", []):
             console.print(f"  pass {p['name']}: {p['layers_before']} -> {p['layers_after']} layers", markup=False)
+        streams = build.get("streams")
+        if streams and streams.get("branches"):
+            kept = sum(1 for b in streams["branches"] if b.get("stream"))
+            console.print(f"  auxiliary streams: {streams['aux_streams']} ({kept} of {len(streams['branches'])} "
+                          f"independent branches on them)" + (f"; {streams['skipped']}" if streams.get("skipped")
+                                                              else ""), markup=False)
 
 
 def optimize_for_report(graph: Graph, level: int, dump_dir: Optional[str]) -> tuple[Graph, list[dict[str, Any]]]:

@@ -123,7 +123,6 @@ class CudaGraphs:
         # The stream (as its raw handle: cheaper to read than a Stream object, which matters on the
         # replay path) and the event after the previous call's last use of the static buffers.
         self._last_stream: Optional[int] = None
-        self._this_stream: Optional[int] = None
         self._done = None
 
     @property
@@ -153,7 +152,6 @@ class CudaGraphs:
         stream = self._current_stream()
         if self._last_stream is not None and self._last_stream != stream:
             torch.cuda.current_stream(self.device).wait_event(self._done)
-        self._this_stream = stream
         statics = self.static_inputs(key, feeds)
         _copy_into(statics, feeds)
         if entry.graph is None:
@@ -167,7 +165,7 @@ class CudaGraphs:
         if self._done is None:
             self._done = torch.cuda.Event()
         self._done.record(torch.cuda.current_stream(self.device))
-        self._last_stream = self._this_stream
+        self._last_stream = self._current_stream()
 
     def _current_stream(self) -> Any:
         if _raw_stream is not None:

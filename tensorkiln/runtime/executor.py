@@ -12,11 +12,13 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from ..errors import ExecutionError, TensorkilnError
+from ..errors import EngineFormatError, ExecutionError, TensorkilnError
 from ..ir import DType, Graph, Node, numpy_to_torch
 from ..ops import RunContext, get_op
 from ..planner import compute_liveness
+from ..planner.streams import LayerSync, StreamSchedule, stream_schedule
 from .profiler import StepTimer
+from ..tactics.streams import AuxStreams
 
 TacticFn = Callable[[RunContext, list[Optional[torch.Tensor]], dict[str, Any]], Any]
 Resolve = Callable[[Node], TacticFn]
@@ -25,16 +27,28 @@ _FOLDABLE_CAST_DTYPES = frozenset({DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32}
 
 
 class _Step:
-    __slots__ = ("fn", "attrs", "ins", "outs", "release", "node")
+    __slots__ = ("fn", "attrs", "ins", "outs", "release", "node", "index", "sync")
 
-    def __init__(self, fn: TacticFn, attrs: dict, ins: list[int], outs: list[int], release: list[int], node: Node):
+    def __init__(self, fn: TacticFn, attrs: dict, ins: list[int], outs: list[int], release: list[int], node: Node,
+                 index: int, sync: Optional[LayerSync]):
         self.fn, self.attrs, self.ins, self.outs, self.release, self.node = fn, attrs, ins, outs, release, node
+        # The layer's position in the graph (its stream events are keyed by it) and what it does
+        # about streams (None: nothing, on the caller's stream).
+        self.index, self.sync = index, sync
 
 
 def _to_device(array: np.ndarray, device: torch.device) -> Any:
     if array.dtype == object or not DType.from_numpy(array.dtype).has_torch:
         return array  # strings and dtypes torch lacks stay numpy: only the ops made for them read them
     return numpy_to_torch(array).to(device)
+
+
+def _stream_of(node: Node) -> int:
+    stream = node.meta.get("stream", 0)
+    if type(stream) is not int or stream < 0:
+        raise EngineFormatError(f"engine layer '{node.name}' has stream {stream!r}: a stream is a number >= 0 "
+                                f"(0: the caller's)")
+    return stream
 
 
 class GraphExecutor:
@@ -58,10 +72,13 @@ class GraphExecutor:
             template[self.slot_of[v.name]] = _to_device(v.const, device)
         self.template = template
         live = compute_liveness(graph)
+        # Layers the builder put on auxiliary streams (node.meta["stream"]); None: all on one.
+        self.schedule: Optional[StreamSchedule] = stream_schedule(graph, [_stream_of(n) for n in graph.nodes])
+        syncs = self.schedule.layers if self.schedule is not None else [None] * len(graph.nodes)
         self.steps = [
             _Step(resolve(n), n.attrs, self._input_slots(n, template),
                   [self.slot_of[v.name] for v in n.outputs],
-                  [self.slot_of[name] for name in live.release_after[i]], n)
+                  [self.slot_of[name] for name in live.release_after[i]], n, i, syncs[i])
             for i, n in enumerate(graph.nodes)
         ]
         self.output_slots = [self.slot_of[v.name] for v in graph.outputs]
@@ -94,7 +111,8 @@ class GraphExecutor:
             return self, dtypes
         kept = set(outputs)
         deferred = copy.copy(self)
-        deferred.steps = [_Step(s.fn, s.attrs, s.ins, s.outs, [r for r in s.release if r not in kept], s.node)
+        deferred.steps = [_Step(s.fn, s.attrs, s.ins, s.outs, [r for r in s.release if r not in kept], s.node,
+                                s.index, s.sync)
                           for s in self.steps if id(s) not in folded]
         deferred.output_slots = outputs
         return deferred, dtypes
@@ -131,10 +149,15 @@ class GraphExecutor:
         return ex
 
     def run(self, feeds: Sequence[Any], outer: Optional[Callable[[str], Any]] = None,
-            record: Optional[dict[str, Any]] = None, timer: Optional[StepTimer] = None) -> list[Any]:
+            record: Optional[dict[str, Any]] = None, timer: Optional[StepTimer] = None,
+            streams: Optional[AuxStreams] = None) -> list[Any]:
         """Run the graph. With `record`, every layer output of this graph (not of subgraphs)
         is also stored there by tensor name, in layer order (for per-layer debugging). With
-        `timer`, each layer (a control-flow layer with its subgraphs) is timestamped."""
+        `timer`, each layer (a control-flow layer with its subgraphs) is timestamped. With
+        `streams` (made for this executor's schedule), layers the builder put on auxiliary
+        streams run there; without, every layer runs on the current stream."""
+        if streams is not None and self.schedule is None:
+            streams = None
         slots = list(self.template)
         for s, x in zip(self.input_slots, feeds):
             slots[s] = x
@@ -143,9 +166,14 @@ class GraphExecutor:
                 raise ExecutionError(f"graph '{self.graph.name}' reads '{name}', which no enclosing graph defines")
             slots[s] = outer(name)
         ctx = RunContext(self.device, lambda g, xs: self._child(g).run(xs, lambda name: slots[self.slot_of[name]]))
+        if streams is not None:
+            streams.begin()
         for index, step in enumerate(self.steps):
             args = [slots[i] if i >= 0 else None for i in step.ins]
+            sync = step.sync if streams is not None else None
             try:
+                if sync is not None:
+                    streams.enter(sync)
                 if timer is None:
                     out = step.fn(ctx, args, step.attrs)
                 else:
@@ -160,6 +188,9 @@ class GraphExecutor:
                                    if hasattr(a, "shape") else type(a).__name__ for a in args)
                 raise ExecutionError(f"layer '{node.name}' ({node.op_type}) failed on inputs [{shapes}]: "
                                      f"{type(exc).__name__}: {exc}") from exc
+            finally:
+                if sync is not None:
+                    streams.leave(sync, step.index, args)
             if isinstance(out, (torch.Tensor, np.ndarray)):
                 slots[step.outs[0]] = out
             else:
@@ -170,4 +201,6 @@ class GraphExecutor:
                     record[v.name] = slots[s]
             for s in step.release:
                 slots[s] = None
+        if streams is not None:
+            streams.end()
         return [slots[s] for s in self.output_slots]

@@ -16,6 +16,7 @@ from ..tactics.device import describe_device, parse_device
 from .cuda_graph import CudaGraphs, capture_blocker, copy_out, signature
 from .executor import GraphExecutor, TacticFn
 from .profiler import LayerProfile, StepTimer, layer_profile
+from ..tactics.streams import AuxStreams
 from .io import (check_inputs, copy_into_user_buffers, device_to_host, missing_or_extra, to_runtime_value,
                  to_user_value)
 from .tf32 import tf32_scope
@@ -163,6 +164,9 @@ class ExecutionContext:
         # One line per problem met (e.g. why CUDA graphs are off), for the caller to show.
         self.warnings: list[str] = []
         self._graphs: Optional[CudaGraphs] = None
+        # The context's own auxiliary streams, where the engine has layers on them.
+        schedule = engine.executor.schedule
+        self._streams = AuxStreams(engine.device, schedule) if self._on_cuda and schedule is not None else None
         if cuda_graph and self._on_cuda:
             if engine._cuda_graph_failure is None:
                 engine._cuda_graph_failure = capture_blocker(engine.plan.graph)
@@ -270,16 +274,15 @@ class ExecutionContext:
         feeds = [values[s.name] for s in self._specs]
         as_numpy = not any_torch
         if graphs is not None and self.engine._cuda_graph_failure is None and not graphs.wants_eager(key):
-            outs = self._replay(graphs, key, feeds)
-            if outs is not None:
-                try:
-                    return self._deliver(outs, as_numpy, outputs, fresh=False, casts=self.engine._output_casts)
-                finally:
-                    graphs.finished()
+            replayed = self._replay_and_deliver(graphs, key, feeds, as_numpy, outputs)
+            if replayed is not None:
+                return replayed
         feeds = [x.to(device, non_blocking=x.is_pinned()) if isinstance(x, torch.Tensor) and x.device != device
                  else x for x in feeds]
         with self._tf32():
-            outs = self.engine.executor.run(feeds, record=record, timer=timer)
+            # Debugging and profiling run every layer on one stream, in order.
+            streams = self._streams if record is None and timer is None else None
+            outs = self.engine.executor.run(feeds, record=record, timer=timer, streams=streams)
         if record is not None:
             for name in list(record):
                 record[name] = to_user_value(record[name], as_numpy)
@@ -304,49 +307,50 @@ class ExecutionContext:
         key = signature(feeds)
         if key not in self._checked or graphs.wants_eager(key):
             return None
-        outs = self._replay(graphs, key, feeds)
-        if outs is None:
-            return None
-        try:
-            return self._deliver(outs, False, None, fresh=False, casts=self.engine._output_casts)
-        finally:
-            graphs.finished()
+        return self._replay_and_deliver(graphs, key, feeds, False, None)
 
-    def _replay(self, graphs: CudaGraphs, key: tuple, feeds: list[Any]) -> Optional[list[Any]]:
-        """The graph's static outputs for these feeds, or None when the capture failed."""
+    def _replay_and_deliver(self, graphs: CudaGraphs, key: tuple, feeds: list[Any], as_numpy: bool,
+                            outputs: Optional[Outputs]) -> Optional[dict[str, Any]]:
+        """The result of replaying the graph of `key` on these feeds, or None when the capture
+        failed (the caller then runs eagerly)."""
         try:
-            return graphs.run(key, feeds, lambda xs: self.engine._graph_executor.run(xs), self._tf32)
+            outs = graphs.run(key, feeds, lambda xs: self.engine._graph_executor.run(xs, streams=self._streams),
+                              self._tf32)
         except Exception as exc:  # noqa: BLE001 - any capture failure means: run eagerly from now on
             reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             self.engine._cuda_graph_failure = f"capture failed ({reason})"
             self.warnings.append(f"CUDA graph capture failed; running eagerly from now on: {reason}")
             self._graphs = None
             return None
+        try:
+            return self._deliver(outs, as_numpy, outputs, fresh=False)
+        finally:
+            graphs.finished()
 
-    def _deliver(self, outs: list[Any], as_numpy: bool, outputs: Optional[Outputs], fresh: bool,
-                 casts: Optional[list[Optional[torch.dtype]]] = None) -> dict[str, Any]:
-        """The result dict. `fresh`: the tensors belong to this call (else they are a CUDA
-        graph's static outputs, which the next replay overwrites: copy them out). `casts`: the
-        dtype each output is still to be cast to (None: none), by the copy out of the graph."""
+    def _deliver(self, outs: list[Any], as_numpy: bool, outputs: Optional[Outputs], fresh: bool) -> dict[str, Any]:
+        """The result dict. `fresh`: the tensors belong to this call, from the eager executor.
+        Else they are a CUDA graph's static outputs, which the next replay overwrites: copied
+        out, and cast on the way to the dtypes of the output casts the graph left out."""
         for spec, value in zip(self.engine._outputs, outs):
             if value is None and not isinstance(spec.type, OptionalType):
                 raise ExecutionError(f"output '{spec.name}' was not produced")
         names = self.engine._output_names
-        dtype_of = dict(zip(names, casts)) if casts is not None else {}
+        casts = [None] * len(names) if fresh else self.engine._output_casts
+        # (name, value, dtype still to cast to) by position.
+        rest = list(zip(names, outs, casts))
         result: dict[str, Any] = {}
         if outputs:
-            result.update(copy_into_user_buffers(
-                {n: _cast(v, dtype_of.get(n)) for n, v in zip(names, outs) if n in outputs}, outputs))
-        rest = [(n, v) for n, v in zip(names, outs) if n not in result]
+            result.update(copy_into_user_buffers({n: _cast(v, d) for n, v, d in rest if n in outputs}, outputs))
+            rest = [r for r in rest if r[0] not in result]
         if as_numpy and self._on_cuda:
-            result.update(zip([n for n, _ in rest], device_to_host([_cast(v, dtype_of.get(n)) for n, v in rest])))
+            result.update(zip([n for n, _, _ in rest], device_to_host([_cast(v, d) for _, v, d in rest])))
         else:
             if not fresh:
-                tensors = [(n, v) for n, v in rest if isinstance(v, torch.Tensor)]
-                copied = dict(zip([n for n, _ in tensors],
-                                  copy_out([v for _, v in tensors], [dtype_of.get(n) for n, _ in tensors])))
-                rest = [(n, copied.get(n, v)) for n, v in rest]
-            for n, v in rest:
+                tensors = [r for r in rest if isinstance(r[1], torch.Tensor)]
+                copied = dict(zip([n for n, _, _ in tensors],
+                                  copy_out([v for _, v, _ in tensors], [d for _, _, d in tensors])))
+                rest = [(n, copied.get(n, v), d) for n, v, d in rest]
+            for n, v, _ in rest:
                 result[n] = to_user_value(v, as_numpy)
         return {n: result[n] for n in names}
 

@@ -428,13 +428,13 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _to_device(array: np.ndarray, device: torch.device) -> Any:
+def constant_on_device(array: np.ndarray, device: torch.device) -> Any:
     if array.dtype == object or not DType.from_numpy(array.dtype).has_torch:
         return array  # strings and dtypes torch lacks stay numpy, as in the runtime
     return numpy_to_torch(array).to(device)
 
 
-def _store(env: dict[str, Any], node: Node, out: Any) -> None:
+def store_outputs(env: dict[str, Any], node: Node, out: Any) -> None:
     if isinstance(out, (torch.Tensor, np.ndarray)):
         env[node.outputs[0].name] = out
     else:
@@ -460,7 +460,7 @@ class _Tuner:
         self.graph, self.device, self.pools, self.options = graph, device, pools, options
         self.cache, self.environment, self.summary = cache, environment, summary
         self._constants: dict[int, dict[str, Any]] = {}
-        self._release = _release_after(graph)
+        self._release = release_after(graph)
         # Weights are read cold when all of them together do not fit in L2 (cold_constant_copies).
         self._cold_l2_bytes = 0
 
@@ -496,7 +496,7 @@ class _Tuner:
             for env in envs:
                 args = [None if v is None else env[v.name] for v in node.inputs]
                 try:
-                    _store(env, node, pool[0].run(self._context(env), args, node.attrs))
+                    store_outputs(env, node, pool[0].run(self._context(env), args, node.attrs))
                 except Exception as exc:  # noqa: BLE001 - any kernel failure stops tuning, with its reason
                     raise _LayerFailed(_describe_failure(node, exc)) from exc
             return
@@ -539,7 +539,7 @@ class _Tuner:
                     out = winner.run(ctx, args, node.attrs)
                 except Exception as exc:  # noqa: BLE001
                     raise _LayerFailed(_describe_failure(node, exc)) from exc
-            _store(env, node, out)
+            store_outputs(env, node, out)
         node.meta["tactic"] = winner.name
         node.meta["tactic_time_ms"] = round(mean[winner.name], 6)
         node.meta["tactic_times_ms"] = {name: round(ms, 6) for name, ms in mean.items()}
@@ -601,7 +601,8 @@ class _Tuner:
     def _graph_constants(self, graph: Graph) -> dict[str, Any]:
         found = self._constants.get(id(graph))
         if found is None:
-            found = self._constants[id(graph)] = {v.name: _to_device(v.const, self.device) for v in graph.initializers}
+            found = self._constants[id(graph)] = {v.name: constant_on_device(v.const, self.device)
+                                                  for v in graph.initializers}
         return found
 
     def _run_subgraph(self, graph: Graph, feeds: Sequence[Any], outer: Callable[[str], Any]) -> list[Any]:
@@ -615,11 +616,11 @@ class _Tuner:
         for node in graph.nodes:
             tactic = next(t for t in self.pools[node][0] if t.name == node.meta["tactic"])
             args = [None if v is None else lookup(v.name) for v in node.inputs]
-            _store(env, node, tactic.run(ctx, args, node.attrs))
+            store_outputs(env, node, tactic.run(ctx, args, node.attrs))
         return [lookup(v.name) for v in graph.outputs]
 
 
-def _release_after(graph: Graph) -> list[list[str]]:
+def release_after(graph: Graph) -> list[list[str]]:
     """Names no layer reads after layer i (graph outputs excepted): dropped to bound memory."""
     last: dict[str, int] = {}
     for i, node in enumerate(graph.nodes):

@@ -353,7 +353,7 @@ def test_cudnn_attention_matches_reference(dtype, shape, mask):
 
 @cuda
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
-@pytest.mark.parametrize("tile", ["m64", "m16", "tma_m128", "tma_m64"])
+@pytest.mark.parametrize("tile", ["m64", "m16", "tma_m128", "tma_m64", "tma_m16"])
 @pytest.mark.parametrize("shape, mask", [((2, 4, 64, 64), None), ((2, 12, 128, 64), (2, 1, 1, 128)),
                                          ((2, 4, 50, 32), (2, 1, 1, 50)), ((2, 48, 32), (48, 48)),
                                          ((2, 4, 32, 64), (2, 4, 32, 32)), ((3, 2, 2, 40, 16), None),
@@ -372,7 +372,7 @@ def test_triton_attention_matches_reference(dtype, tile, shape, mask):
 
 
 @cuda
-@pytest.mark.parametrize("tile", ["m64", "m16", "tma_m64"])
+@pytest.mark.parametrize("tile", ["m64", "m16", "tma_m64", "tma_m16"])
 def test_triton_attention_edges(tile):
     """Keys not a multiple of the block, V's head dim unlike Q's, a row masked for every key (zeros,
     as ops/sdpa.py specifies) and no keys at all."""
@@ -425,6 +425,13 @@ def test_attention_supports_reasons():
     assert "head dims [20, 20, 20]" in tma.supports(sdpa_node((1, 8, 20), (1, 8, 20), (1, 8, 20), DType.FLOAT16))
     assert "head dim 128" in tma.supports(sdpa_node((1, 8, 128), (1, 8, 128), (1, 8, 128), DType.FLOAT16))
     assert "float32" in tma.supports(sdpa_node((2, 8, 16), (2, 8, 16), (2, 8, 16), DType.FLOAT32))
+    # 256 keys of head dim 128: two stages of K and V would not fit the shared memory; 128 keys do.
+    tma64 = find_tactic("cuda", "ScaledDotProductAttention", "tensorkiln", "triton_tma_m64")
+    assert "KiB of shared memory" in tma64.supports(
+        sdpa_node((1, 2, 64, 128), (1, 2, 256, 128), (1, 2, 256, 128), DType.FLOAT16))
+    fits = sdpa_node((1, 2, 64, 128), (1, 2, 128, 128), (1, 2, 128, 128), DType.FLOAT16)
+    assert tma64.supports(fits) is None
+    check_against_reference(fits, "triton_tma_m64", random_inputs(fits), "fp16")
 
 
 @cuda
@@ -445,6 +452,11 @@ def test_tma_attention_reads_any_strides_and_longer_keys_fall_back():
         if find_tactic("cuda", "ScaledDotProductAttention", "tensorkiln", name).supports(node) is None:
             got = run(node, name, padded + inputs[3:])[0]
             assert_close(got.float().cpu().numpy(), dense.float().cpu().numpy(), "fp16", f"{name} on padded rows")
+    # A size-1 dim's stride is never stepped along, and need not be aligned (7 elements here).
+    single = sdpa_node((1, 3, 16, 24), (1, 3, 16, 24), (1, 3, 16, 24), dt)
+    odd = [torch.as_strided(t.contiguous().view(-1), (1, 3, 16, 24), (7, 384, 24, 1))
+           for t in random_inputs(single, seed=7)]
+    check_against_reference(single, "triton_tma_m128", odd, "fp16")
     tma = find_tactic("cuda", "ScaledDotProductAttention", "tensorkiln", "triton_tma_m128")
     longer = sdpa_node((2, 3, 16, 24), (2, 3, 200, 24), (2, 3, 200, 24), dt)
     got = tma.run(_ctx(), random_inputs(longer, seed=6), longer.attrs)

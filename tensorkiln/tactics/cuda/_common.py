@@ -107,6 +107,18 @@ def multiprocessor_count(device: torch.device) -> int:
     return _MULTIPROCESSORS[index]
 
 
+# The shared memory one block may opt in to, assumed without a GPU: an H100/H200's 227 KiB.
+DEFAULT_SHARED_MEMORY_PER_BLOCK = 232448
+
+
+def shared_memory_per_block() -> int:
+    """The current GPU's opt-in shared memory per block (what one Triton program may use)."""
+    if not torch.cuda.is_available():
+        return DEFAULT_SHARED_MEMORY_PER_BLOCK
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    return int(getattr(props, "shared_memory_per_block_optin", DEFAULT_SHARED_MEMORY_PER_BLOCK))
+
+
 def next_power_of_2(n: int) -> int:
     """The smallest power of two >= n (triton.next_power_of_2, without importing triton)."""
     return 1 << max(0, (int(n) - 1).bit_length())

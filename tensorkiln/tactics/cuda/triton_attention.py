@@ -27,7 +27,7 @@ import torch
 
 from ...ir import Node
 from ._common import (HALF_FLOATS, dtype_reason, input_shape, multiprocessor_count, next_power_of_2, register,
-                      triton_missing)
+                      shared_memory_per_block, triton_missing)
 from .attention import _fused_operands, _mask_4d, _mask_reason, _same_batch
 
 # name -> (BLOCK_M query rows, BLOCK_N keys per step, warps, pipeline stages). Measured on an H200
@@ -48,9 +48,11 @@ MAX_HEAD_DIM = 256
 # warps and two programs per multiprocessor, 18.8-19.7 us against the m64 kernel's 21.6-21.9 (one
 # or three programs per multiprocessor: 29.5, 23.4; 64 rows: 22.5; 8 warps: 27.5). At batch 8 the
 # 64-row tile wins (4.3 us against m64's 4.9).
+# At batch 1 (96 tiles of 16 rows) the 16-row tile took 3.0 us against the m16 kernel's 3.4.
 TMA_TILES = {
     "tma_m128": (128, 4, 2, 128, 64),
     "tma_m64": (64, 4, 2, 256, 128),
+    "tma_m16": (16, 4, 2, 256, 128),
 }
 _TMA_PROGRAMS_PER_SM = 2
 
@@ -118,12 +120,17 @@ class TritonAttention:
         return out if out.dim() == len(out_shape) else out.reshape(out_shape)
 
 
-def _tma_ready(t: torch.Tensor) -> torch.Tensor:
-    """`t` (4-D) as TMA reads it: unit inner stride, 16-byte aligned base and outer strides."""
-    size = t.element_size()
-    if t.stride(3) == 1 and t.data_ptr() % 16 == 0 and all(s * size % 16 == 0 for s in t.stride()[:3]):
-        return t
-    return t.contiguous()
+def _tma_strides(t: torch.Tensor) -> list[int]:
+    """`t`'s strides for a TMA descriptor, which takes only 16-byte multiples for the outer dims.
+    `t` comes through `aligned_rows`, so only a size-1 dim's stride (never stepped along, so
+    free) may be off: it gets the extent of the dims inside it, rounded up to 16 bytes."""
+    per_16_bytes = max(1, 16 // t.element_size())
+    strides = list(t.stride())
+    for d in range(t.dim() - 1):
+        if t.shape[d] == 1:
+            inner = max(strides[j] * t.shape[j] for j in range(d + 1, t.dim()))
+            strides[d] = -(-max(inner, 1) // per_16_bytes) * per_16_bytes
+    return strides
 
 
 class TmaAttention:
@@ -152,6 +159,12 @@ class TmaAttention:
             return "key count unknown before run time (the kernel takes all keys in one block)"
         if keys > self.max_keys:
             return f"{keys} keys (this tile takes up to {self.max_keys} in one block)"
+        # Each pipeline stage holds a Q tile and all keys' K and V rows (2-byte floats) in shared memory.
+        block_n, (block_dk, _, block_dv) = max(16, next_power_of_2(keys)), [max(16, next_power_of_2(d)) for d in dims]
+        needed = self.stages * 2 * (self.block_m * block_dk + block_n * (block_dk + block_dv))
+        if needed > shared_memory_per_block():
+            return (f"{keys} keys of head dims {dims} need {needed // 1024} KiB of shared memory "
+                    f"(the GPU gives a block {shared_memory_per_block() // 1024} KiB)")
         return None
 
     def run(self, ctx: Any, inputs: list[Optional[torch.Tensor]], attrs: dict[str, Any]) -> torch.Tensor:
@@ -161,7 +174,6 @@ class TmaAttention:
             from .attention_kernels import attention_tma_kernel
             self._kernel, self._descriptor = attention_tma_kernel, TensorDescriptor
         q4, k4, v4, mask, out_shape = _fused_operands(inputs)
-        q4, k4, v4 = _tma_ready(q4), _tma_ready(k4), _tma_ready(v4)
         batch, heads, s_q, d_qk = q4.shape
         s_k, d_v = k4.shape[2], v4.shape[3]
         if s_k > self.max_keys:
@@ -177,7 +189,7 @@ class TmaAttention:
             desc = self._descriptor
 
             def describe(t: torch.Tensor, block_rows: int, block_d: int) -> Any:
-                return desc(t, list(t.shape), list(t.stride()), [1, 1, block_rows, block_d])
+                return desc(t, list(t.shape), _tma_strides(t), [1, 1, block_rows, block_d])
             m_blocks = (s_q + self.block_m - 1) // self.block_m
             tiles = m_blocks * batch * heads
             programs = min(tiles, _TMA_PROGRAMS_PER_SM * multiprocessor_count(q4.device))
