@@ -130,7 +130,7 @@ def assign_streams(graph: Graph, branches: Sequence[Branch], max_aux_streams: in
         if stream is None and len(busy_until) < max_aux_streams:
             busy_until.append(-1)
             stream = len(busy_until) - 1
-        if stream is None or any(stream_of[i] for i in branch.side):
+        if stream is None:
             given.append(0)
             continue
         busy_until[stream] = branch.join
