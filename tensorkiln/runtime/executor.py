@@ -17,8 +17,8 @@ from ..ir import DType, Graph, Node, numpy_to_torch
 from ..ops import RunContext, get_op
 from ..planner import compute_liveness
 from ..planner.streams import LayerSync, StreamSchedule, stream_schedule
-from .profiler import StepTimer
 from ..tactics.streams import AuxStreams
+from .profiler import StepTimer
 
 TacticFn = Callable[[RunContext, list[Optional[torch.Tensor]], dict[str, Any]], Any]
 Resolve = Callable[[Node], TacticFn]
@@ -156,8 +156,6 @@ class GraphExecutor:
         `timer`, each layer (a control-flow layer with its subgraphs) is timestamped. With
         `streams` (made for this executor's schedule), layers the builder put on auxiliary
         streams run there; without, every layer runs on the current stream."""
-        if streams is not None and self.schedule is None:
-            streams = None
         slots = list(self.template)
         for s, x in zip(self.input_slots, feeds):
             slots[s] = x

@@ -13,10 +13,10 @@ from ..errors import ConfigError, EngineFormatError, ExecutionError, ShapeError
 from ..ir import Node, OptionalType
 from ..tactics import find_tactic
 from ..tactics.device import describe_device, parse_device
+from ..tactics.streams import AuxStreams
 from .cuda_graph import CudaGraphs, capture_blocker, copy_out, signature
 from .executor import GraphExecutor, TacticFn
 from .profiler import LayerProfile, StepTimer, layer_profile
-from ..tactics.streams import AuxStreams
 from .io import (check_inputs, copy_into_user_buffers, device_to_host, missing_or_extra, to_runtime_value,
                  to_user_value)
 from .tf32 import tf32_scope

@@ -22,7 +22,7 @@ from .autotune import (CaptureFailed, Shapes, TuningOptions, constant_on_device,
                        release_after, store_outputs)
 from .registry import find_tactic
 from .streams import AuxStreams
-from .timing_cache import CacheEntry, TimingCache, attrs_digest, describe_value
+from .timing_cache import CacheEntry, TimingCache, attrs_digest, layer_key
 
 SERIAL, AUX = "one stream", "aux stream"
 
@@ -155,8 +155,7 @@ def _time_region(graph: Graph, tactics: list[Any], ctx: RunContext, env: Mapping
         node = nodes[j]
         args = [None if v is None else local[v.name] if v.name in local else env[v.name] for v in node.inputs]
         if describe:
-            described.append([node.op_type, node.domain, attrs_digest(node.attrs), tactics[j].name,
-                              [describe_value(a) for a in args]])
+            described.append(layer_key(node, args, [tactics[j].name], {}))
         store_outputs(local, node, tactics[j].run(ctx, args, node.attrs))
 
     def serial() -> None:

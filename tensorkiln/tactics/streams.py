@@ -27,26 +27,27 @@ class AuxStreams:
                         if sync is not None and sync.signal}
         self._last_on_aux = schedule.last_on_aux
         self._caller: Any = None
-        self._current: Any = None
 
     def begin(self) -> None:
         self._caller = torch.cuda.current_stream(self.device)
         for stream in self._streams[1:]:
             stream.wait_stream(self._caller)
 
+    def _stream(self, sync: Any) -> Any:
+        return self._streams[sync.stream] if sync.stream else self._caller
+
     def enter(self, sync: Any) -> None:
         """Before a layer (its LayerSync): wait for what it needs, and make its stream current."""
-        stream = self._caller if sync.stream == 0 else self._streams[sync.stream]
+        stream = self._stream(sync)
         for layer in sync.waits:
             stream.wait_event(self._events[layer])
         if sync.stream:
             torch.cuda.set_stream(stream)
-        self._current = stream
 
     def leave(self, sync: Any, index: int, args: Sequence[Any]) -> None:
         """After a layer's kernels are enqueued (or it raised): keep inputs from another stream
         from reuse until this stream is done with them, signal, and give the caller its stream back."""
-        stream = self._current
+        stream = self._stream(sync)
         for pos in sync.foreign:
             value = args[pos]
             if isinstance(value, torch.Tensor) and value.is_cuda:

@@ -6,7 +6,7 @@ id, each gathered row, the dense row, gamma and beta once and writes y (and the 
 gives it) once.
 
 One program normalizes ROWS rows, each held whole in registers, as the SkipLayerNormalization kernel
-does (rows_per_program, warps_for). The gathered rows are loaded in the table dtype and summed in
+does (row_launch). The gathered rows are loaded in the table dtype and summed in
 fp32; mean and variance are two passes over the registers; y and the sum are rounded once.
 
 Ids: a negative id counts from the end of its table, as Gather's. An id still outside the table
@@ -28,9 +28,8 @@ from ...ops import get_op
 from ...ops.embed_layer_norm import DENSE, lookup_pairs
 from ...ops.fused_conv import DOMAIN
 from ...ops.skip_layer_norm import MAX_NORMALIZED_SIZE, row_broadcast_reason
-from ._common import (DerivedTensors, FAST_FLOATS, dtype_reason, input_shape, multiprocessor_count, next_power_of_2,
-                      register, triton_missing)
-from .skip_layer_norm import row_vector, rows_per_program, warps_for
+from ._common import DerivedTensors, FAST_FLOATS, dtype_reason, input_shape, register, triton_missing
+from .skip_layer_norm import row_launch, row_vector
 
 OP_TYPE = "EmbedLayerNormalization"
 # Lookups one launch sums (BERT has two left after folding: words and token types).
@@ -84,16 +83,15 @@ class TritonEmbedLayerNorm:
             flat = [(ids.reshape(-1).contiguous(), table.contiguous(), int(table.shape[0])) for ids, table in pairs]
             while len(flat) < MAX_LOOKUPS:
                 flat.append(flat[0])  # never read: LOOKUPS says how many are
-            block_n = next_power_of_2(n)
-            per_program = rows_per_program(rows, block_n, multiprocessor_count(table0.device))
+            grid, launch = row_launch(rows, n, table0.device)
             gamma_row, beta_row = row_vector(self.weights, gamma, (n,)), row_vector(self.weights, beta, (n,))
             dense_flat = dense.contiguous() if dense is not None else y
             lookups = [arg for entry in flat for arg in entry]
-            self._kernel[(-(-rows // per_program),)](
+            self._kernel[grid](
                 *lookups, dense_flat, gamma_row, beta_row if beta_row is not None else gamma_row, y, total, rows, n,
                 max(1, dense_flat.numel() // n) if dense is not None else 1, float(attrs.get("epsilon", 1e-5)),
                 LOOKUPS=len(pairs), HAS_DENSE=dense is not None, HAS_BETA=beta_row is not None, STORE_SUM=store_sum,
-                ROWS=per_program, BLOCK_N=block_n, num_warps=warps_for(per_program, block_n))
+                **launch)
         return [y, total] if store_sum else [y]
 
 

@@ -50,7 +50,7 @@ def row_vector(weights: DerivedTensors, t: Optional[torch.Tensor], normalized: t
     return weights.get(t, ("row", normalized), lambda s: s.expand(normalized).contiguous())
 
 
-def rows_per_program(rows: int, block_n: int, multiprocessors: int) -> int:
+def _rows_per_program(rows: int, block_n: int, multiprocessors: int) -> int:
     """ROWS: 1 until there are enough rows for _PROGRAMS_PER_SM programs per multiprocessor, then the
     power of two that keeps about that many, capped so one program holds _ELEMENTS_PER_PROGRAM."""
     cap = max(1, _ELEMENTS_PER_PROGRAM // block_n)
@@ -58,9 +58,18 @@ def rows_per_program(rows: int, block_n: int, multiprocessors: int) -> int:
     return min(cap, 1 << (per_program.bit_length() - 1))
 
 
-def warps_for(rows: int, block_n: int) -> int:
+def _warps_for(rows: int, block_n: int) -> int:
     """4 warps up to 4096 elements per program, more for wider blocks (8192: 8), at most 16."""
     return min(16, max(4, rows * block_n // 1024))
+
+
+def row_launch(rows: int, n: int, device: torch.device) -> tuple[tuple[int], dict[str, int]]:
+    """The grid and the launch constants (ROWS, BLOCK_N, num_warps) of a kernel normalizing `rows`
+    rows of `n` elements, each program ROWS whole rows in registers."""
+    block_n = next_power_of_2(n)
+    per_program = _rows_per_program(rows, block_n, multiprocessor_count(device))
+    return (-(-rows // per_program),), {"ROWS": per_program, "BLOCK_N": block_n,
+                                        "num_warps": _warps_for(per_program, block_n)}
 
 
 class TritonSkipLayerNorm:
@@ -107,15 +116,14 @@ class TritonSkipLayerNorm:
             if self._kernel is None:
                 from .layer_norm_kernels import skip_layer_norm_kernel
                 self._kernel = skip_layer_norm_kernel
-            block_n = next_power_of_2(n)
-            per_program = rows_per_program(rows, block_n, multiprocessor_count(x.device))
+            grid, launch = row_launch(rows, n, x.device)
             beta_row = row_vector(self.weights, beta, normalized)
             gamma_row = row_vector(self.weights, gamma, normalized)
-            self._kernel[(-(-rows // per_program),)](
+            self._kernel[grid](
                 x, skip, gamma_row, beta_row if beta_row is not None else gamma_row, y, total, rows, n,
                 max(1, skip.numel() // n), float(attrs.get("epsilon", 1e-5)),
-                HAS_BETA=beta_row is not None, STORE_SUM=store_sum, WIDE_INDEX=(rows + per_program) * n >= 2 ** 31,
-                ROWS=per_program, BLOCK_N=block_n, num_warps=warps_for(per_program, block_n))
+                HAS_BETA=beta_row is not None, STORE_SUM=store_sum,
+                WIDE_INDEX=(rows + launch["ROWS"]) * n >= 2 ** 31, **launch)
         return [y, total] if store_sum else [y]
 
 
@@ -126,4 +134,4 @@ def _register() -> None:
 
 _register()
 
-__all__ = ["TritonSkipLayerNorm", "row_vector", "rows_per_program", "warps_for"]
+__all__ = ["TritonSkipLayerNorm", "row_launch", "row_vector"]
