@@ -3,6 +3,7 @@ precision's tolerance, every rank, inside and outside CUDA graphs; their support
 
 from __future__ import annotations
 
+import ctypes
 import math
 
 import pytest
@@ -92,6 +93,52 @@ def test_ranks_run_the_heuristics_algorithms():
     tactic = find_tactic("cuda", "FusedMatMul", DOMAIN, f"cublaslt_r{MAX_ALGORITHMS - 1}")
     assert tactic.workspace_bytes(node, inputs) == call.plan.algorithms[call.rank].workspace_size
     assert tactic.source == "cublaslt"
+
+
+def _memset_nodes(graph: torch.cuda.CUDAGraph) -> int:
+    """Memset nodes in a kept (keep_graph=True) CUDA graph, through the runtime torch loaded."""
+    path = next(line.split()[-1] for line in open("/proc/self/maps") if "libcudart" in line)
+    rt = ctypes.CDLL(path)
+    raw, count = ctypes.c_void_p(graph.raw_cuda_graph()), ctypes.c_size_t(0)
+    assert rt.cudaGraphGetNodes(raw, None, ctypes.byref(count)) == 0
+    nodes = (ctypes.c_void_p * count.value)()
+    assert rt.cudaGraphGetNodes(raw, nodes, ctypes.byref(count)) == 0
+    kinds = []
+    for node in nodes:
+        kind = ctypes.c_int()
+        assert rt.cudaGraphNodeGetType(ctypes.c_void_p(node), ctypes.byref(kind)) == 0
+        kinds.append(kind.value)
+    return kinds.count(2)  # cudaGraphNodeTypeMemset
+
+
+@cuda
+def test_algorithms_with_workspace_are_also_offered_without():
+    # BERT-base's QKV GEMM at batch 64: cuBLAS 13's kernels for it take a 4-byte scheduler counter that
+    # cuBLASLt zeroes by a memset before each launch; the ranks after the workspace list run them without.
+    node = make_node("FusedMatMul", [((8192, 768), DType.FLOAT16), ((768, 2304), DType.FLOAT16),
+                                     ((2304,), DType.FLOAT16)], {}, domain=DOMAIN, opset=1)
+    inputs = random_inputs(node, [1.0, 1.0 / math.sqrt(768), 0.5], seed=5)
+    with_constant_weight(node, inputs[1])
+    call = cublaslt.CublasLtAlgorithm(0, transposed=True)._prepare(inputs[0], inputs[1], False, inputs[2], None,
+                                                                  "", 1.0)
+    listed = [(bytes(r.algo.data), r.workspace_size) for r in call.plan.algorithms]
+    assert len(set(listed)) == len(listed), "an (algorithm, workspace) pair listed twice"
+    with_workspace = [rank for rank, (_, size) in enumerate(listed) if size]
+    for rank in with_workspace:
+        algo = listed[rank][0]
+        assert any(a == algo and size == 0 for a, size in listed[rank + 1:]), \
+            f"rank {rank} (workspace {listed[rank][1]} B) has no no-workspace form after it"
+    without = [rank for rank, (_, size) in enumerate(listed) if size == 0]
+    assert without, "no algorithm runs without workspace"
+    tactic = find_tactic("cuda", "FusedMatMul", DOMAIN, f"cublaslt_nt_r{without[0]}")
+    assert tactic.workspace_bytes(node, inputs) == 0
+    check_against_reference(node, f"cublaslt_nt_r{without[0]}", inputs, "fp16")
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    graph = torch.cuda.CUDAGraph(keep_graph=True)
+    with torch.cuda.graph(graph, stream=stream):
+        tactic.run(_ctx(), inputs, node.attrs)
+    assert _memset_nodes(graph) == 0, f"rank {without[0]} runs without workspace but its graph has a memset"
 
 
 @cuda
