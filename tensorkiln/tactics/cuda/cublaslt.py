@@ -7,8 +7,8 @@ plan up to 32 MiB of workspace, the ranks after them its list when it may plan n
 so no separate reduction kernel; no tile-scheduler counter, so no memset before the kernel: the
 same algorithm without workspace is a candidate of its own, cublaslt_api.Plan says why). On
 BERT-base at batch 64 the engine with the no-workspace forms ran 2.3% faster than with the same
-algorithms given workspace (24 memset nodes fewer in its CUDA graph). The tuner times them all against cuBLAS and the
-Triton kernels and the engine records the winner per layer. On an H200 (fp16,
+algorithms given workspace (24 memset nodes fewer in its CUDA graph). The tuner times them all
+against cuBLAS and the Triton kernels and the engine records the winner per layer. On an H200 (fp16,
 BERT-base's GEMMs, timed in CUDA graphs) the best of them beat torch's call by 10% at
 [8192 x 768] x [768 x 2304] (tile 128x128, ranked 7th) and by 8% on the feed-forward GEMM with
 its GELU; at 128 rows by up to 13%.
