@@ -4,12 +4,14 @@ extrapolation, keep_aspect_ratio_policy; the opset 10 form (scales only, asymmet
 
 Interpolation is separable, so each resized axis is done in turn as a gather of n neighbours and
 a weighted sum. Neighbour indices and weights follow ONNX's reference definition exactly; they are
-computed in float64 on the host (they depend on sizes only) and applied on the data's device.
+computed in float64 on the host (they depend on sizes only) and applied on the data's device, where
+they are kept (_device_tables) so that a CUDA graph can capture the layer.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -145,6 +147,34 @@ def _axis_plan(out_len: int, in_len: int, scale: float, attrs: dict[str, Any], r
     return idx, w, outside
 
 
+# The attributes the axis tables depend on, besides sizes, scale and roi.
+_TABLE_ATTRS = ("mode", "coordinate_transformation_mode", "antialias", "nearest_mode", "cubic_coeff_a",
+                "exclude_outside")
+AxisTables = tuple[torch.Tensor, int, Optional[torch.Tensor], Optional[torch.Tensor]]
+# The tables on each device, by everything they depend on. Copying them on every call is a
+# pageable host-to-device copy, which CUDA stream capture refuses: an engine with a Resize would
+# never replay a graph. A captured graph reads these tensors, so none is ever evicted; each is a
+# few kilobytes, one per distinct (axis length, scale, mode) a process resizes with.
+_DEVICE_TABLES: dict[tuple, AxisTables] = {}
+_DEVICE_TABLES_LOCK = threading.Lock()
+
+
+def _device_tables(out_len: int, in_len: int, scale: float, attrs: dict[str, Any],
+                   roi: Optional[tuple[float, float]], device: torch.device, work_dtype: torch.dtype) -> AxisTables:
+    """(flat indices, neighbours per output, weights [out, n] or None, outside mask or None) on `device`."""
+    key = (out_len, in_len, scale, roi, str(device), work_dtype) + tuple(attrs.get(k) for k in _TABLE_ATTRS)
+    with _DEVICE_TABLES_LOCK:
+        tables = _DEVICE_TABLES.get(key)
+    if tables is None:
+        idx, w, outside = _axis_plan(out_len, in_len, scale, attrs, roi)
+        tables = (torch.from_numpy(idx.reshape(-1)).to(device), idx.shape[1],
+                  None if w is None else torch.from_numpy(w).to(device=device, dtype=work_dtype),
+                  torch.from_numpy(outside).to(device) if outside is not None and outside.any() else None)
+        with _DEVICE_TABLES_LOCK:
+            tables = _DEVICE_TABLES.setdefault(key, tables)
+    return tables
+
+
 def resize_tensor(x: torch.Tensor, out_sizes: Sequence[int], scales: Sequence[float], attrs: dict[str, Any],
                   roi: Optional[Sequence[float]] = None) -> torch.Tensor:
     """Resize every axis of x whose (size, scale, roi) is not the identity.
@@ -168,11 +198,10 @@ def resize_tensor(x: torch.Tensor, out_sizes: Sequence[int], scales: Sequence[fl
             shape[axis] = out_len
             y = torch.zeros(shape, dtype=y.dtype, device=y.device)
             continue
-        idx, w, outside = _axis_plan(out_len, in_len, scale, attrs, axis_roi if crop else None)
-        n = idx.shape[1]
-        t_idx = torch.from_numpy(idx.reshape(-1)).to(y.device)
+        t_idx, n, t_w, t_outside = _device_tables(out_len, in_len, scale, attrs, axis_roi if crop else None,
+                                                  y.device, work_dtype)
         gathered = y.index_select(axis, t_idx)
-        if w is None:
+        if t_w is None:
             y = gathered
         else:
             shape = list(y.shape)
@@ -180,19 +209,19 @@ def resize_tensor(x: torch.Tensor, out_sizes: Sequence[int], scales: Sequence[fl
             gathered = gathered.to(work_dtype).reshape(shape)
             w_shape = [1] * (rank + 1)
             w_shape[axis], w_shape[axis + 1] = out_len, n
-            t_w = torch.from_numpy(w).to(device=y.device, dtype=work_dtype).reshape(w_shape)
-            y = (gathered * t_w).sum(dim=axis + 1)
-        if outside is not None and outside.any():
+            y = (gathered * t_w.reshape(w_shape)).sum(dim=axis + 1)
+        if t_outside is not None:
             m_shape = [1] * rank
             m_shape[axis] = out_len
-            m = torch.from_numpy(outside).to(y.device).reshape(m_shape)
+            m = t_outside.reshape(m_shape)
             outside_mask = m if outside_mask is None else (outside_mask | m)
     if outside_mask is not None:
         # Positions whose source lies outside the input along any axis take extrapolation_value.
         if outside_mask.dim() and outside_mask.shape != y.shape:
             outside_mask = outside_mask.expand(y.shape)
-        y = torch.where(outside_mask, torch.tensor(float(attrs.get("extrapolation_value", 0.0)), dtype=y.dtype
-                                                   if y.is_floating_point() else work_dtype, device=y.device), y)
+        # torch.full, not torch.tensor: a fill kernel, where torch.tensor would copy from the host.
+        y = torch.where(outside_mask, torch.full((), float(attrs.get("extrapolation_value", 0.0)), dtype=y.dtype
+                                                 if y.is_floating_point() else work_dtype, device=y.device), y)
     if y.dtype != x.dtype:
         if integer:
             info = torch.iinfo(x.dtype)
