@@ -4,8 +4,8 @@ extrapolation, keep_aspect_ratio_policy; the opset 10 form (scales only, asymmet
 
 Interpolation is separable, so each resized axis is done in turn as a gather of n neighbours and
 a weighted sum. Neighbour indices and weights follow ONNX's reference definition exactly; they are
-computed in float64 on the host (they depend on sizes only) and applied on the data's device, where
-they are kept (_device_tables) so that a CUDA graph can capture the layer.
+computed in float64 on the host (they depend on sizes only) and applied on the data's device; on a
+GPU they are kept there (_axis_tables) so that a CUDA graph can capture the layer.
 """
 
 from __future__ import annotations
@@ -151,28 +151,36 @@ def _axis_plan(out_len: int, in_len: int, scale: float, attrs: dict[str, Any], r
 _TABLE_ATTRS = ("mode", "coordinate_transformation_mode", "antialias", "nearest_mode", "cubic_coeff_a",
                 "exclude_outside")
 AxisTables = tuple[torch.Tensor, int, Optional[torch.Tensor], Optional[torch.Tensor]]
-# The tables on each device, by everything they depend on. Copying them on every call is a
+# The tables on each accelerator, by everything they depend on. Copying them on every call is a
 # pageable host-to-device copy, which CUDA stream capture refuses: an engine with a Resize would
 # never replay a graph. A captured graph reads these tensors, so none is ever evicted; each is a
-# few kilobytes, one per distinct (axis length, scale, mode) a process resizes with.
+# few kilobytes, one per distinct (axis length, scale, mode) a process resizes with on a GPU
+# (CUDA graphs are per input shape too). On the CPU the tables are views of the numpy arrays,
+# made per call and not kept, so varying input sizes cost no memory.
 _DEVICE_TABLES: dict[tuple, AxisTables] = {}
 _DEVICE_TABLES_LOCK = threading.Lock()
 
 
-def _device_tables(out_len: int, in_len: int, scale: float, attrs: dict[str, Any],
-                   roi: Optional[tuple[float, float]], device: torch.device, work_dtype: torch.dtype) -> AxisTables:
+def _axis_tables(out_len: int, in_len: int, scale: float, attrs: dict[str, Any],
+                 roi: Optional[tuple[float, float]], device: torch.device, work_dtype: torch.dtype) -> AxisTables:
     """(flat indices, neighbours per output, weights [out, n] or None, outside mask or None) on `device`."""
+    if device.type == "cpu":
+        return _tables_on(device, work_dtype, *_axis_plan(out_len, in_len, scale, attrs, roi))
     key = (out_len, in_len, scale, roi, str(device), work_dtype) + tuple(attrs.get(k) for k in _TABLE_ATTRS)
     with _DEVICE_TABLES_LOCK:
         tables = _DEVICE_TABLES.get(key)
     if tables is None:
-        idx, w, outside = _axis_plan(out_len, in_len, scale, attrs, roi)
-        tables = (torch.from_numpy(idx.reshape(-1)).to(device), idx.shape[1],
-                  None if w is None else torch.from_numpy(w).to(device=device, dtype=work_dtype),
-                  torch.from_numpy(outside).to(device) if outside is not None and outside.any() else None)
+        tables = _tables_on(device, work_dtype, *_axis_plan(out_len, in_len, scale, attrs, roi))
         with _DEVICE_TABLES_LOCK:
             tables = _DEVICE_TABLES.setdefault(key, tables)
     return tables
+
+
+def _tables_on(device: torch.device, work_dtype: torch.dtype, idx: np.ndarray, w: Optional[np.ndarray],
+               outside: Optional[np.ndarray]) -> AxisTables:
+    return (torch.from_numpy(idx.reshape(-1)).to(device), idx.shape[1],
+            None if w is None else torch.from_numpy(w).to(device=device, dtype=work_dtype),
+            torch.from_numpy(outside).to(device) if outside is not None and outside.any() else None)
 
 
 def resize_tensor(x: torch.Tensor, out_sizes: Sequence[int], scales: Sequence[float], attrs: dict[str, Any],
@@ -198,8 +206,8 @@ def resize_tensor(x: torch.Tensor, out_sizes: Sequence[int], scales: Sequence[fl
             shape[axis] = out_len
             y = torch.zeros(shape, dtype=y.dtype, device=y.device)
             continue
-        t_idx, n, t_w, t_outside = _device_tables(out_len, in_len, scale, attrs, axis_roi if crop else None,
-                                                  y.device, work_dtype)
+        t_idx, n, t_w, t_outside = _axis_tables(out_len, in_len, scale, attrs, axis_roi if crop else None,
+                                                y.device, work_dtype)
         gathered = y.index_select(axis, t_idx)
         if t_w is None:
             y = gathered
