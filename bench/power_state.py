@@ -80,6 +80,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--no-compile", action="store_true", help="time tensorkiln alone")
     p.add_argument("--out", type=Path, default=None, help="write power_state.json and power_state.md here")
     args = p.parse_args(argv)
+    for flag, value in (("--rounds", args.rounds), ("--calls", args.calls), ("--sleep-ms", args.sleep_ms),
+                        ("--gemm-size", args.gemm_size)):
+        if value <= 0:
+            p.error(f"{flag} must be > 0, got {value}")
     if not torch.cuda.is_available():
         print("power_state: no CUDA GPU here", file=sys.stderr)
         return 2

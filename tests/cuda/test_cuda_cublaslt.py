@@ -12,7 +12,7 @@ import torch
 from tensorkiln.ir import DType
 from tensorkiln.tactics import find_tactic
 from tensorkiln.tactics.cuda import cublaslt
-from tensorkiln.tactics.cuda.cublaslt_api import MAX_ALGORITHMS
+from tensorkiln.tactics.cuda.cublaslt_api import MAX_ALGORITHMS, loaded_library_path
 from test_cuda_tactics import (DEVICE, DTYPES, _ctx, check_against_reference, make_node, precision_of, random_inputs, run,
                                with_constant_weight)
 
@@ -97,8 +97,7 @@ def test_ranks_run_the_heuristics_algorithms():
 
 def _memset_nodes(graph: torch.cuda.CUDAGraph) -> int:
     """Memset nodes in a kept (keep_graph=True) CUDA graph, through the runtime torch loaded."""
-    path = next(line.split()[-1] for line in open("/proc/self/maps") if "libcudart" in line)
-    rt = ctypes.CDLL(path)
+    rt = ctypes.CDLL(loaded_library_path("libcudart.so"))
     raw, count = ctypes.c_void_p(graph.raw_cuda_graph()), ctypes.c_size_t(0)
     assert rt.cudaGraphGetNodes(raw, None, ctypes.byref(count)) == 0
     nodes = (ctypes.c_void_p * count.value)()

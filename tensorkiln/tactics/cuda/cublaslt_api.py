@@ -66,12 +66,13 @@ _lib: Optional[ctypes.CDLL] = None
 _handles: dict[int, _vp] = {}
 
 
-def _loaded_path() -> Optional[str]:
-    """The path of the libcublasLt torch has loaded, from the process's memory map (Linux)."""
+def loaded_library_path(name: str) -> Optional[str]:
+    """The path of a shared library this process has loaded whose file name contains `name`
+    (e.g. "libcublasLt.so": the one torch loaded), from the process's memory map (Linux)."""
     try:
         with open("/proc/self/maps") as maps:
             for line in maps:
-                if "libcublasLt.so" in line:
+                if name in line:
                     return line.split(None, 5)[-1].strip()
     except OSError:
         pass
@@ -85,8 +86,9 @@ def library() -> ctypes.CDLL:
         if _lib is not None:
             return _lib
         torch.cuda.current_blas_handle()  # makes torch load cuBLAS, which loads cuBLASLt
-        candidates = [p for p in (_loaded_path(), ctypes.util.find_library("cublasLt"),
-                                  "libcublasLt.so.13", "libcublasLt.so.12") if p]
+        loaded = loaded_library_path("libcublasLt.so")
+        candidates = [p for p in (loaded, ctypes.util.find_library("cublasLt"), "libcublasLt.so.13",
+                                  "libcublasLt.so.12") if p]
         errors = []
         for path in candidates:
             try:
@@ -298,4 +300,4 @@ class Plan:
 
 __all__ = ["COMPUTE_32F", "COMPUTE_32F_FAST_TF32", "CublasLtError", "EPILOGUE_BIAS_FLAG", "EPILOGUE_DEFAULT",
            "EPILOGUE_GELU", "EPILOGUE_RELU", "MAX_ALGORITHMS", "MAX_WORKSPACE_BYTES", "Plan", "Problem",
-           "alignment_of", "library"]
+           "alignment_of", "library", "loaded_library_path"]
