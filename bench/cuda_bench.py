@@ -74,6 +74,18 @@ from tensorkiln.testing.tolerances import tolerance_for  # noqa: E402
 
 PRECISIONS = ("fp16", "tf32", "fp32")
 TENSORKILN = "tensorkiln"
+# The same model built for a range of shapes (--dynamic-profile): what a server deploys.
+TENSORKILN_DYNAMIC = "tensorkiln (dynamic profile)"
+# The largest batch a dynamic-profile engine takes (its opt shape is the workload's).
+DYNAMIC_MAX_BATCH = 64
+
+
+def entry_name(dynamic: bool) -> str:
+    return TENSORKILN_DYNAMIC if dynamic else TENSORKILN
+
+
+def _is_ours(system: str) -> bool:
+    return system in (TENSORKILN, TENSORKILN_DYNAMIC)
 EAGER = "torch eager"
 N_INPUT_SETS = 3
 
@@ -302,14 +314,30 @@ def _engine_input_dtypes(engine: Any) -> dict[str, torch.dtype]:
     return {t.name: t.dtype.torch for t in engine.inputs if t.is_tensor}
 
 
+def dynamic_profile(inputs: dict[str, torch.Tensor]) -> OptimizationProfile:
+    """Batch 1..max(DYNAMIC_MAX_BATCH, the workload's), and for token inputs ([batch, sequence]
+    integers) sequence 1..the workload's; tuned at the workload's shapes."""
+    ranges = {}
+    for name, t in inputs.items():
+        opt = tuple(t.shape)
+        low = [1] + [1 if (not t.is_floating_point() and t.dim() == 2 and axis == 1) else d
+                     for axis, d in enumerate(opt[1:], start=1)]
+        high = [max(DYNAMIC_MAX_BATCH, opt[0])] + list(opt[1:])
+        ranges[name] = (tuple(low), opt, tuple(high))
+    return OptimizationProfile(ranges)
+
+
 def tensorkiln_system(bundle: ModelBundle, workload: Workload, precision: str, device: torch.device,
                       input_sets: Sequence[dict[str, torch.Tensor]], cache_dir: Path,
-                      build: BuildRow) -> peers.System:
+                      build: BuildRow, dynamic: bool = False) -> peers.System:
     shapes = {name: tuple(t.shape) for name, t in input_sets[0].items()}
+    profile = dynamic_profile(input_sets[0]) if dynamic else OptimizationProfile.fixed(shapes)
     config_args: dict[str, Any] = dict(device=str(device), fp16=precision == "fp16", tf32=precision != "fp32",
-                                       profiles=(OptimizationProfile.fixed(shapes),))
+                                       profiles=(profile,))
     cache_field = _config_field("timing_cache")
-    cache_path = cache_dir / f"{workload.name}-{precision}.timing"
+    cache_path = cache_dir / f"{workload.name}-{precision}{'-dynamic' if dynamic else ''}.timing"
+    if dynamic:
+        cache_field = None  # one cold build: the warm-cache build time is the fixed engine's row
     if cache_field is not None:
         config_args[cache_field] = str(cache_path)
         build.timing_cache = f"BuilderConfig.{cache_field}"
@@ -362,7 +390,8 @@ def tensorkiln_system(bundle: ModelBundle, workload: Workload, precision: str, d
     def layer_report(inputs: peers.Inputs) -> list[str]:
         return _layer_report_lines(context.profile_layers(inputs, runs=10), top=25)
 
-    system = peers.System(TENSORKILN, run, build.load_first_inference_ms / 1e3, "engine load + first inference",
+    system = peers.System(entry_name(dynamic), run, build.load_first_inference_ms / 1e3,
+                          "engine load + first inference",
                           status=lambda: _graph_state(context, device), layer_report=layer_report)
     system.input_dtype = next((d for d in dtypes.values() if d.is_floating_point), None)
     return system
@@ -412,6 +441,30 @@ def _fmt_exc(exc: BaseException) -> str:
     return text[:400]
 
 
+def _our_entry(report: Report, bundle: ModelBundle, workload: Workload, precision: str, device: torch.device,
+               input_sets: Sequence[dict[str, torch.Tensor]], cache_dir: Path, log: Callable[[str], None],
+               dynamic: bool) -> tuple[tuple[str, Optional[peers.System], list[dict[str, torch.Tensor]], str], BuildRow]:
+    """Build and load tensorkiln's engine for one row group: its entry, and its build row (in the report too)."""
+    name = entry_name(dynamic)
+    build = BuildRow(workload.name, precision + (" dynamic" if dynamic else ""))
+    report.builds.append(build)
+    log(f"  {workload.name} {precision}: building the {name} engine ...")
+    try:
+        kiln = tensorkiln_system(bundle, workload, precision, device, input_sets, cache_dir, build, dynamic)
+        dtypes = kiln.input_dtype
+        kiln_inputs = [bench_models.cast_inputs(x, dtypes) if dtypes is not None else x for x in input_sets]
+        warm = "n/a" if build.build_warm_seconds is None else f"{build.build_warm_seconds:.2f} s"
+        log(f"    built in {build.build_cold_seconds:.2f} s cold, {warm} warm; load + first inference "
+            f"{build.load_first_inference_ms:.1f} ms; CUDA graphs: {build.cuda_graphs}; aux streams: "
+            f"{build.aux_streams}")
+        return (name, kiln, kiln_inputs, ""), build
+    except Exception as exc:  # noqa: BLE001 - a failed build is a row with its reason; the run goes on
+        build.error = _fmt_exc(exc)
+        log(f"    {name} failed: {_fmt_exc(exc)}")
+        log(traceback.format_exc(limit=6))
+        return (name, None, list(input_sets), f"build/load failed: {_fmt_exc(exc)}"), build
+
+
 def run_workload(report: Report, bundle: ModelBundle, workload: Workload, args: argparse.Namespace,
                  device: torch.device, cache_dir: Path, log: Callable[[str], None],
                  out_of_time: Callable[[], bool]) -> None:
@@ -445,23 +498,12 @@ def run_workload(report: Report, bundle: ModelBundle, workload: Workload, args: 
             except Exception as exc:  # noqa: BLE001 - a peer that fails is reported, the run goes on
                 entries.append((label, None, peer_inputs, f"compile failed: {_fmt_exc(exc)}"))
                 log(f"    {label} failed: {_fmt_exc(exc)}")
-        build = BuildRow(workload.name, precision)
-        report.builds.append(build)
-        log(f"  {workload.name} {precision}: building tensorkiln engine ...")
-        try:
-            kiln = tensorkiln_system(bundle, workload, precision, device, input_sets, cache_dir, build)
-            dtypes = kiln.input_dtype
-            kiln_inputs = [bench_models.cast_inputs(x, dtypes) if dtypes is not None else x for x in input_sets]
-            entries.append((TENSORKILN, kiln, kiln_inputs, ""))
-            warm = "n/a" if build.build_warm_seconds is None else f"{build.build_warm_seconds:.2f} s"
-            log(f"    built in {build.build_cold_seconds:.2f} s cold, {warm} warm; load + first inference "
-                f"{build.load_first_inference_ms:.1f} ms; CUDA graphs: {build.cuda_graphs}; aux streams: "
-                f"{build.aux_streams}")
-        except Exception as exc:  # noqa: BLE001
-            build.error = _fmt_exc(exc)
-            entries.append((TENSORKILN, None, input_sets, f"build/load failed: {_fmt_exc(exc)}"))
-            log(f"    tensorkiln failed: {_fmt_exc(exc)}")
-            log(traceback.format_exc(limit=6))
+        # Each engine's build row: the CUDA-graph state after timing goes there.
+        builds: dict[str, BuildRow] = {}
+        for dynamic in ((False, True) if args.dynamic_profile else (False,)):
+            entry, builds[entry_name(dynamic)] = _our_entry(report, bundle, workload, precision, device, input_sets,
+                                                            cache_dir, log, dynamic)
+            entries.append(entry)
 
         rows: list[Row] = []
         for name, system, inputs, error in entries:
@@ -490,9 +532,9 @@ def run_workload(report: Report, bundle: ModelBundle, workload: Workload, args: 
                                 log(f"    {line}")
                     except Exception as exc:  # noqa: BLE001 - profiling is an extra; say why it is missing
                         log(f"    profiling {system.name} failed: {_fmt_exc(exc)}")
-                if system.status is not None:
-                    build.cuda_graphs = system.status()
-                    log(f"    {system.name} after the timed calls: CUDA graphs {build.cuda_graphs}")
+                if system.status is not None and name in builds:
+                    builds[name].cuda_graphs = system.status()
+                    log(f"    {system.name} after the timed calls: CUDA graphs {builds[name].cuda_graphs}")
                 status = "ok" if row.check.within_tolerance else f"OUT OF TOLERANCE ({row.check.detail})"
                 log(f"    {system.name:<28} {row.throughput:10.1f} {workload.unit}  median "
                     f"{row.timing.median_ms:.3f} ms  p99 {row.timing.p99_ms:.3f} ms  host "
@@ -500,7 +542,7 @@ def run_workload(report: Report, bundle: ModelBundle, workload: Workload, args: 
             except Exception as exc:  # noqa: BLE001
                 row.error = f"run failed: {_fmt_exc(exc)}"
                 log(f"    {system.name} failed: {_fmt_exc(exc)}")
-        peer_best = max((r.throughput for r in rows if r.system != TENSORKILN and r.throughput), default=None)
+        peer_best = max((r.throughput for r in rows if not _is_ours(r.system) and r.throughput), default=None)
         for r in rows:
             if r.throughput and peer_best:
                 r.ratio_to_best_peer = r.throughput / peer_best
@@ -568,7 +610,7 @@ def where_time_goes(report: Report) -> list[str]:
         groups.setdefault((r.workload, r.precision), []).append(r)
     for (workload, precision), rows in groups.items():
         kiln = next((r for r in rows if r.system == TENSORKILN and r.timing), None)
-        peer_rows = [r for r in rows if r.system != TENSORKILN and r.timing]
+        peer_rows = [r for r in rows if not _is_ours(r.system) and r.timing]
         if kiln is None or not peer_rows or (kiln.ratio_to_best_peer or 0) >= 1.0:
             continue
         best = max(peer_rows, key=lambda r: r.throughput or 0)
@@ -644,7 +686,7 @@ def print_tables(report: Report) -> None:
         if previous is not None and row[:2] != previous:
             table.add_section()
         previous = row[:2]
-        style = "bold" if row[2] == TENSORKILN else None
+        style = "bold" if _is_ours(row[2]) else None
         if "OUT OF TOL" in row[-1] or "ERROR" in row[-1]:
             style = "red"
         table.add_row(*row, style=style)
@@ -716,6 +758,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--max-seconds", type=float, default=None, help="stop timing a system after this (3 s)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up calls per system (default 20; quick 5)")
     p.add_argument("--max-autotune", action="store_true", help="also torch.compile(mode='max-autotune') (slow)")
+    p.add_argument("--dynamic-profile", action="store_true",
+                   help=f"also time an engine built for batch 1..{DYNAMIC_MAX_BATCH} (and sequence 1..seq), tuned at "
+                        "the workload's shape")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument("--no-profile", dest="profile", action="store_false", help="skip the profiled calls")
     p.add_argument("--profile-top", type=int, default=8, help="kernels kept per profile (> 8 also prints them)")

@@ -13,11 +13,12 @@ import numpy as np
 import torch
 
 from ..errors import EngineFormatError, ExecutionError, TensorkilnError
-from ..ir import DType, Graph, Node, numpy_to_torch
+from ..ir import DType, Graph, Node, free_names_of_subgraphs, numpy_to_torch
 from ..ops import RunContext, get_op
 from ..planner import compute_liveness
 from ..planner.streams import LayerSync, StreamSchedule, stream_schedule
 from ..tactics.streams import AuxStreams
+from .host_values import HostValues, find_host_values
 from .profiler import StepTimer
 
 TacticFn = Callable[[RunContext, list[Optional[torch.Tensor]], dict[str, Any]], Any]
@@ -27,14 +28,18 @@ _FOLDABLE_CAST_DTYPES = frozenset({DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32}
 
 
 class _Step:
-    __slots__ = ("fn", "attrs", "ins", "outs", "release", "node", "index", "sync")
+    __slots__ = ("fn", "attrs", "ins", "outs", "release", "node", "index", "sync", "on_host", "device_copies")
 
     def __init__(self, fn: TacticFn, attrs: dict, ins: list[int], outs: list[int], release: list[int], node: Node,
-                 index: int, sync: Optional[LayerSync]):
+                 index: int, sync: Optional[LayerSync], on_host: bool = False,
+                 device_copies: tuple[tuple[int, int], ...] = ()):
         self.fn, self.attrs, self.ins, self.outs, self.release, self.node = fn, attrs, ins, outs, release, node
         # The layer's position in the graph (its stream events are keyed by it) and what it does
         # about streams (None: nothing, on the caller's stream).
         self.index, self.sync = index, sync
+        # A layer computing shape values runs its op's reference on the CPU (host_values.py);
+        # device_copies: (host slot, device slot) of its outputs that device layers read as data.
+        self.on_host, self.device_copies = on_host, device_copies
 
 
 def _to_device(array: np.ndarray, device: torch.device) -> Any:
@@ -52,7 +57,10 @@ def _stream_of(node: Node) -> int:
 
 
 class GraphExecutor:
-    def __init__(self, graph: Graph, device: torch.device, resolve: Resolve):
+    def __init__(self, graph: Graph, device: torch.device, resolve: Resolve,
+                 shape_values_on_host: Optional[bool] = None):
+        """`shape_values_on_host`: run the layers computing shape values on the CPU
+        (host_values.py); by default where the device is not the CPU itself."""
         self.graph = graph
         self.device = device
         self.resolve = resolve
@@ -71,17 +79,35 @@ class GraphExecutor:
         for v in graph.initializers:
             template[self.slot_of[v.name]] = _to_device(v.const, device)
         self.template = template
+        if shape_values_on_host is None:
+            shape_values_on_host = device.type != "cpu"
+        self.shape_values_on_host = shape_values_on_host
+        self.host = find_host_values(graph) if shape_values_on_host else HostValues(frozenset(), frozenset())
+        # Device copies of host values, by content (dtype, shape, bytes): kept for the executor's
+        # life, since a captured CUDA graph reads the copy it was captured with on every replay.
+        self._device_copies: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        # Host value name -> the slot of its device copy, for the readers that need one.
+        self._device_slot_of: dict[str, int] = {}
+        for n in graph.nodes:
+            for name in free_names_of_subgraphs(n) & self.host.values:
+                self._device_slot(name)
         live = compute_liveness(graph)
         # Layers the builder put on auxiliary streams (node.meta["stream"]); None: all on one.
         self.schedule: Optional[StreamSchedule] = stream_schedule(graph, [_stream_of(n) for n in graph.nodes])
         syncs = self.schedule.layers if self.schedule is not None else [None] * len(graph.nodes)
+        inputs = [self._input_slots(n, template, i in self.host.layers) for i, n in enumerate(graph.nodes)]
+        self.output_slots = [self._device_slot(v.name) if v.name in self.host.values else self.slot_of[v.name]
+                             for v in graph.outputs]
+        template.extend([None] * (len(self.slot_of) - len(template)))
         self.steps = [
-            _Step(resolve(n), n.attrs, self._input_slots(n, template),
+            _Step(self._host_reference(n) if i in self.host.layers else resolve(n), n.attrs, inputs[i],
                   [self.slot_of[v.name] for v in n.outputs],
-                  [self.slot_of[name] for name in live.release_after[i]], n, i, syncs[i])
+                  [self.slot_of[name] for name in live.release_after[i]], n, i, syncs[i], i in self.host.layers,
+                  tuple((self.slot_of[v.name], self._device_slot_of[v.name]) for v in n.outputs
+                        if v.name in self._device_slot_of))
             for i, n in enumerate(graph.nodes)
         ]
-        self.output_slots = [self.slot_of[v.name] for v in graph.outputs]
+        self._host_ctx = RunContext(torch.device("cpu"), self._no_subgraphs)
         self._children: dict[int, GraphExecutor] = {}
 
     def deferring_output_casts(self) -> tuple["GraphExecutor", list[Optional[torch.dtype]]]:
@@ -100,7 +126,7 @@ class GraphExecutor:
             if node.op_type != "Cast" or node.domain not in ("", "ai.onnx") or step.outs[0] not in outputs:
                 continue
             source, target = node.inputs[0], node.outputs[0]
-            if (readers.get(step.outs[0], 0) or self.output_slots.count(step.outs[0]) != 1
+            if (step.on_host or readers.get(step.outs[0], 0) or self.output_slots.count(step.outs[0]) != 1
                     or source.dtype not in _FOLDABLE_CAST_DTYPES or target.dtype not in _FOLDABLE_CAST_DTYPES
                     or step.ins[0] in self.input_slots or self.template[step.ins[0]] is not None):
                 continue
@@ -112,30 +138,73 @@ class GraphExecutor:
         kept = set(outputs)
         deferred = copy.copy(self)
         deferred.steps = [_Step(s.fn, s.attrs, s.ins, s.outs, [r for r in s.release if r not in kept], s.node,
-                                s.index, s.sync)
+                                s.index, s.sync, s.on_host, s.device_copies)
                           for s in self.steps if id(s) not in folded]
         deferred.output_slots = outputs
         return deferred, dtypes
 
-    def _input_slots(self, node: Node, template: list[Any]) -> list[int]:
+    def _input_slots(self, node: Node, template: list[Any], on_host: bool) -> list[int]:
         """Slots of a node's inputs. A constant an op reads as host values (shape, axes,
-        pads: `Op.host_inputs`) gets a CPU copy, so reading it neither waits for the
-        device nor breaks CUDA-graph capture."""
+        pads: `Op.host_inputs`), or any constant of a layer run on the host, gets a CPU copy,
+        so reading it neither waits for the device nor breaks CUDA-graph capture. A host value
+        read as device data comes from its device copy."""
         op = get_op(node.op_type, node.domain)
         host = op.host_inputs if op is not None and self.device.type != "cpu" else ()
         slots = []
         for i, v in enumerate(node.inputs):
             if v is None:
                 slots.append(-1)
-            elif i in host and v.const is not None and v.const.dtype != object:
+            elif (on_host or i in host) and v.const is not None and v.const.dtype != object:
                 key = f"{v.name}@host"
                 if key not in self.slot_of:
                     self._slot(key)
+                    template.extend([None] * (len(self.slot_of) - 1 - len(template)))
                     template.append(numpy_to_torch(v.const))
                 slots.append(self.slot_of[key])
+            elif v.name in self.host.values and not on_host and i not in host:
+                slots.append(self._device_slot(v.name))
             else:
                 slots.append(self.slot_of[v.name])
         return slots
+
+    def _device_slot(self, name: str) -> int:
+        """The slot of host value `name`'s device copy (made after the layer giving it runs)."""
+        slot = self._device_slot_of.get(name)
+        if slot is None:
+            slot = self._device_slot_of[name] = self._slot(f"{name}@device")
+        return slot
+
+    @staticmethod
+    def _host_reference(node: Node) -> TacticFn:
+        op = get_op(node.op_type, node.domain)
+        if op is None:
+            raise EngineFormatError(f"engine layer '{node.name}' has op {node.domain or 'ai.onnx'}::{node.op_type}, "
+                                    f"which this version does not know")
+        return op.reference
+
+    @staticmethod
+    def _no_subgraphs(graph: Graph, inputs: Sequence[Any]) -> list[Any]:
+        raise ExecutionError(f"a layer run on the host has no subgraphs (asked to run '{graph.name}')")
+
+    def _on_device(self, value: torch.Tensor) -> torch.Tensor:
+        """The device copy of a host value, one per distinct content. Made outside CUDA-graph
+        capture in practice (a signature's first call runs eagerly with the same shapes, so the
+        capture finds it here); a copy made during capture reads pinned memory kept here too."""
+        value = value.contiguous()
+        key = (value.dtype, tuple(value.shape), value.numpy().tobytes())
+        found = self._device_copies.get(key)
+        if found is None:
+            if self.device.type != "cuda":
+                found = (value, value.to(self.device))
+            elif torch.cuda.is_current_stream_capturing():
+                source = value.pin_memory()
+                found = (source, source.to(self.device, non_blocking=True))
+            else:
+                found = (value, value.to(self.device))
+                # Other contexts (other streams) may read the copy next: it must be there for all.
+                torch.cuda.current_stream(self.device).synchronize()
+            self._device_copies[key] = found
+        return found[1]
 
     def _slot(self, name: str) -> int:
         if name not in self.slot_of:
@@ -145,7 +214,7 @@ class GraphExecutor:
     def _child(self, graph: Graph) -> "GraphExecutor":
         ex = self._children.get(id(graph))
         if ex is None:
-            ex = self._children[id(graph)] = GraphExecutor(graph, self.device, self.resolve)
+            ex = self._children[id(graph)] = GraphExecutor(graph, self.device, self.resolve, self.shape_values_on_host)
         return ex
 
     def run(self, feeds: Sequence[Any], outer: Optional[Callable[[str], Any]] = None,
@@ -163,7 +232,9 @@ class GraphExecutor:
             if outer is None:
                 raise ExecutionError(f"graph '{self.graph.name}' reads '{name}', which no enclosing graph defines")
             slots[s] = outer(name)
-        ctx = RunContext(self.device, lambda g, xs: self._child(g).run(xs, lambda name: slots[self.slot_of[name]]))
+        read = self._device_slot_of
+        ctx = RunContext(self.device, lambda g, xs: self._child(g).run(
+            xs, lambda name: slots[read[name] if name in read else self.slot_of[name]]))
         if streams is not None:
             streams.begin()
         for index, step in enumerate(self.steps):
@@ -173,11 +244,14 @@ class GraphExecutor:
                 if sync is not None:
                     streams.enter(sync)
                 if timer is None:
-                    out = step.fn(ctx, args, step.attrs)
+                    out = step.fn(self._host_ctx if step.on_host else ctx, args, step.attrs)
                 else:
                     timer.start(index)
-                    out = step.fn(ctx, args, step.attrs)
+                    out = step.fn(self._host_ctx if step.on_host else ctx, args, step.attrs)
                     timer.stop(index)
+                for host_slot, device_slot in step.device_copies:
+                    produced = out if isinstance(out, torch.Tensor) else out[step.outs.index(host_slot)]
+                    slots[device_slot] = self._on_device(produced)
             except TensorkilnError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a kernel failure names the layer

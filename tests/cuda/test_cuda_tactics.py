@@ -422,6 +422,9 @@ def test_attention_supports_reasons():
     tma = find_tactic("cuda", "ScaledDotProductAttention", "tensorkiln", "triton_tma_m128")
     assert tma.supports(node) is None
     assert "129 keys" in tma.supports(sdpa_node((1, 8, 16), (1, 129, 16), (1, 129, 16), DType.FLOAT16))
+    # A sequence length known only at run time (a dynamic profile): taken, checked per call
+    # (test_tma_attention_reads_any_strides_and_longer_keys_fall_back runs one past the block).
+    assert tma.supports(sdpa_node((1, "S", 16), (1, "S", 16), (1, "S", 16), DType.FLOAT16)) is None
     assert "head dims [20, 20, 20]" in tma.supports(sdpa_node((1, 8, 20), (1, 8, 20), (1, 8, 20), DType.FLOAT16))
     assert "head dim 128" in tma.supports(sdpa_node((1, 8, 128), (1, 8, 128), (1, 8, 128), DType.FLOAT16))
     assert "float32" in tma.supports(sdpa_node((2, 8, 16), (2, 8, 16), (2, 8, 16), DType.FLOAT32))

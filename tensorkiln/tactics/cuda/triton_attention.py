@@ -155,10 +155,11 @@ class TmaAttention:
         if max(dims) > self.max_head_dim:
             return f"head dim {max(dims)} (this tile holds up to {self.max_head_dim} in registers)"
         keys = input_shape(node, 1)[-2]
-        if not isinstance(keys, int):
-            return "key count unknown before run time (the kernel takes all keys in one block)"
-        if keys > self.max_keys:
+        if isinstance(keys, int) and keys > self.max_keys:
             return f"{keys} keys (this tile takes up to {self.max_keys} in one block)"
+        # A key count known only at run time (a dynamic sequence) is checked per call: longer
+        # sequences go to the m64 kernel (see run). Shared memory is sized for the most keys.
+        keys = keys if isinstance(keys, int) else self.max_keys
         # Each pipeline stage holds a Q tile and all keys' K and V rows (2-byte floats) in shared memory.
         block_n, (block_dk, _, block_dv) = max(16, next_power_of_2(keys)), [max(16, next_power_of_2(d)) for d in dims]
         needed = self.stages * 2 * (self.block_m * block_dk + block_n * (block_dk + block_dv))
