@@ -82,6 +82,31 @@ def wrap_indices(indices: torch.Tensor, size: int) -> torch.Tensor:
     return torch.where(indices < 0, indices + size, indices)
 
 
+def select_indices(data: torch.Tensor, axis: int, indices: torch.Tensor, what: str) -> torch.Tensor:
+    """data.index_select(axis, indices) for ONNX indices (negative ones count from the end).
+
+    An index outside [-size, size) is an error in ONNX. On the CPU it raises one naming the
+    index and `what` (the op). On a GPU, index_select would stop on it with a device-side
+    assert, which leaves the process's CUDA context unusable, and checking first would wait
+    for the device on every call (and break CUDA-graph capture); so there such a row is zeros,
+    as the Triton gather kernel gives it (tactics/cuda/gather.py)."""
+    size = int(data.shape[axis])
+    flat = indices.reshape(-1).to(torch.int64)
+    wrapped = torch.where(flat < 0, flat + size, flat)
+    outside = (wrapped < 0) | (wrapped >= size)
+    if data.device.type == "cpu":
+        if flat.numel() and bool(outside.any()):
+            bad = int(flat[outside][0])
+            raise IndexError(f"{what}: index {bad} is outside [-{size}, {size}) along axis {axis}")
+        return data.index_select(axis, wrapped)
+    if size == 0:
+        shape = list(data.shape)
+        shape[axis] = flat.numel()
+        return data.new_zeros(shape)
+    rows = data.index_select(axis, wrapped.clamp(0, size - 1))
+    return rows.masked_fill(outside.reshape([-1 if d == axis else 1 for d in range(data.dim())]), 0)
+
+
 def slice_bounds(start: int, end: int, step: int, dim: int) -> tuple[int, int]:
     """ONNX Slice clamping: negative values count from the end, then clamp to the dim,
     with the ranges a negative step needs."""

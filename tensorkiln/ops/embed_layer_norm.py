@@ -6,7 +6,8 @@ after it, one layer (as com.microsoft.EmbedLayerNormalization in ONNX Runtime's 
 
 Inputs (gamma, beta?, dense?, ids_0, table_0, ids_1, table_1, ...): at least one (ids, table) pair.
 Every table is [rows, H] and every ids tensor has one shape, the output's leading dims; an index
-may be negative (counted from the end, as Gather's). `dense` (a folded position embedding, say)
+may be negative (counted from the end, as Gather's); one outside [-rows, rows) is an error on the
+CPU and a row of zeros on a GPU (`_shape_common.select_indices`). `dense` (a folded position embedding, say)
 covers whole rows: the output's trailing dims with leading 1s ([S, H] or [1, S, H] over
 [B, S, H], never of a higher rank than the output), so output row r adds dense row r mod (dense
 rows). One float dtype throughout.
@@ -26,7 +27,7 @@ import torch
 
 from ..ir import Node, TensorType, Value
 from ..ir.shape import Dim
-from ._shape_common import wrap_indices
+from ._shape_common import select_indices
 from .fused_conv import DOMAIN
 from .layer_normalization import check_float_input, stash_dtype
 from .registry import InferContext, Op, get_op, register
@@ -52,7 +53,7 @@ def embed_layer_norm(inputs: Sequence[Optional[torch.Tensor]], attrs: dict[str, 
     wide = compute if compute.itemsize >= dtype.itemsize else dtype
     total: Optional[torch.Tensor] = None
     for ids, table in pairs:
-        rows = table.to(wide).index_select(0, wrap_indices(ids.reshape(-1), int(table.shape[0])))
+        rows = select_indices(table.to(wide), 0, ids, "EmbedLayerNormalization")
         rows = rows.reshape(tuple(ids.shape) + (int(table.shape[1]),))
         total = rows if total is None else total + rows
     dense = inputs[DENSE]

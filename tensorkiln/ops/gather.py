@@ -1,4 +1,7 @@
-"""Gather: pick slices along `axis` by (possibly negative) indices."""
+"""Gather: pick slices along `axis` by (possibly negative) indices.
+
+An index outside [-size, size) is an error on the CPU and a row of zeros on a GPU
+(`select_indices` says why)."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from typing import Optional
 
 from ..ir import Node, TensorType, Value
 from ..ir.shape import Dim
-from ._shape_common import wrap_indices
+from ._shape_common import select_indices
 from .registry import InferContext, Op, normalize_axis, register
 
 
@@ -33,6 +36,5 @@ class Gather(Op):
     def reference(self, ctx, inputs, attrs):
         data, idx = inputs[0], inputs[1]
         axis = normalize_axis(attrs["axis"], data.dim())
-        flat = wrap_indices(idx.reshape(-1), int(data.shape[axis]))
-        out = data.index_select(axis, flat)
+        out = select_indices(data, axis, idx, "Gather")
         return out.reshape(tuple(data.shape[:axis]) + tuple(idx.shape) + tuple(data.shape[axis + 1:]))

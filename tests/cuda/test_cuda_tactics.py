@@ -754,8 +754,18 @@ def test_triton_gather_matches_reference(data_dtype, index_dtype, data, indices)
 def test_triton_gather_out_of_range_rows_are_zeros_and_supports_reasons():
     node = make_node("Gather", [((4, 8), DType.FLOAT32), ((3,), DType.INT64)], {"axis": 0}, opset=13)
     table = torch.arange(32, dtype=torch.float32, device=DEVICE).reshape(4, 8) + 1
-    out = run(node, "triton", [table, torch.tensor([1, 7, -5], device=DEVICE)])[0]
-    assert torch.equal(out[0], table[1]) and torch.all(out[1:] == 0)
+    for name in ("triton", "reference"):  # the reference too: no device-side assert
+        out = run(node, name, [table, torch.tensor([1, 7, -5], device=DEVICE)])[0]
+        assert torch.equal(out[0], table[1]) and torch.all(out[1:] == 0), name
+    # Along another axis, of an integer table, and of an empty axis.
+    columns = make_node("Gather", [((4, 8), DType.INT64), ((2,), DType.INT64)], {"axis": 1}, opset=13)
+    ints = torch.arange(32, device=DEVICE).reshape(4, 8) + 1
+    out = run(columns, "reference", [ints, torch.tensor([-1, 8], device=DEVICE)])[0]
+    assert torch.equal(out[:, 0], ints[:, 7]) and torch.all(out[:, 1] == 0)
+    empty = make_node("Gather", [((0, 3), DType.FLOAT32), ((2,), DType.INT64)], {"axis": 0}, opset=13)
+    out = run(empty, "reference", [torch.zeros(0, 3, device=DEVICE), torch.tensor([0, 1], device=DEVICE)])[0]
+    assert out.shape == (2, 3) and torch.all(out == 0)
+    torch.cuda.synchronize()  # a device assert would surface here
     tactic = find_tactic("cuda", "Gather", "", "triton")
     axis1 = make_node("Gather", [((4, 8), DType.FLOAT32), ((3,), DType.INT64)], {"axis": 1}, opset=13)
     assert "axis other than the first" in tactic.supports(axis1)

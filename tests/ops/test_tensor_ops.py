@@ -181,6 +181,28 @@ def test_gather(backend, rng, dtype, axis):
     check_model(text, {"x": rand(rng, (3, 4, 5), dtype), "i": idx}, device=backend, oracle="ref")
 
 
+@pytest.mark.parametrize("index, axis", [(7, 0), (-6, 0), (5, 1)])
+def test_gather_index_out_of_range_names_it(index, axis):
+    """On the CPU an index outside [-size, size) is an error naming the layer and the index (on a
+    GPU it is a row of zeros: tests/cuda/test_cuda_tactics.py)."""
+    import torch
+
+    from tensorkiln import Builder, BuilderConfig, Runtime
+    from tensorkiln.errors import ExecutionError
+    from tensorkiln.ops import get_op
+    text = model(13, "(float[5,5] x, int64[2] i) => (float y)", f"y = Gather<axis={axis}>(x, i)")
+    plan = Builder(BuilderConfig()).build(parse_onnx(parse(text)))
+    ctx = Runtime().load(plan).create_execution_context()
+    feeds = {"x": np.ones((5, 5), np.float32), "i": np.array([0, index], np.int64)}
+    with pytest.raises(ExecutionError, match=rf"Gather.*index {index} is outside \[-5, 5\) along axis {axis}"):
+        ctx.execute(feeds)
+    embed = get_op("EmbedLayerNormalization", "tensorkiln")
+    ids, table = torch.tensor([[1, index]]), torch.ones(5, 4)
+    with pytest.raises(IndexError, match=rf"EmbedLayerNormalization: index {index} is outside"):
+        embed.reference(None, [torch.ones(4), torch.zeros(4), None, ids, table],
+                        {"epsilon": 1e-5, "stash_type": 1, "sum_output": 0})
+
+
 @pytest.mark.parametrize("axis", [0, 1])
 def test_gather_elements(backend, rng, axis):
     ishape = (2, 4) if axis == 0 else (3, 2)

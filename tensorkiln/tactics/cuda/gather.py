@@ -8,10 +8,10 @@ embeddings, the pooler's first token), so at batch 1, where each launch costs 1-
 0.45 ms inference, that is 12 launches for nothing. This kernel reads each index, wraps it, and
 copies the row.
 
-Indices outside [-rows, rows) are an error in ONNX. The reference's index_select stops on them
-with a device-side assert, which leaves the process's CUDA context unusable; this kernel writes
-zeros for such rows instead (a server keeps running; `kiln compare` against the reference shows
-the layer). Data of the float and integer dtypes in _DATA_DTYPES; indices int32 or int64.
+Indices outside [-rows, rows) are an error in ONNX. A device-side assert on them would leave the
+process's CUDA context unusable, so this kernel writes zeros for such rows, as the reference does
+on a GPU (ops/_shape_common.select_indices): a server keeps running; the CPU backend reports the
+index (`kiln compare` runs it). Data of the float and integer dtypes in _DATA_DTYPES; indices int32 or int64.
 
 "constant_indices", for indices that are a constant (exporters' mask and pooler code: BERT's
 padding mask is gathered with arange(sequence), its pooler takes token 0 with a scalar): the
