@@ -82,6 +82,10 @@ def wrap_indices(indices: torch.Tensor, size: int) -> torch.Tensor:
     return torch.where(indices < 0, indices + size, indices)
 
 
+_SIGNED_ALIAS = {getattr(torch, u): getattr(torch, i) for u, i in (("uint16", "int16"), ("uint32", "int32"),
+                                                                  ("uint64", "int64")) if hasattr(torch, u)}
+
+
 def select_indices(data: torch.Tensor, axis: int, indices: torch.Tensor, what: str) -> torch.Tensor:
     """data.index_select(axis, indices) for ONNX indices (negative ones count from the end).
 
@@ -104,7 +108,12 @@ def select_indices(data: torch.Tensor, axis: int, indices: torch.Tensor, what: s
         shape[axis] = flat.numel()
         return data.new_zeros(shape)
     rows = data.index_select(axis, wrapped.clamp(0, size - 1))
-    return rows.masked_fill(outside.reshape([-1 if d == axis else 1 for d in range(data.dim())]), 0)
+    # masked_fill has no kernel for torch's unsigned 16/32/64-bit types on CUDA: zero those
+    # through the signed type of the same width (zero has the same bits).
+    alias = _SIGNED_ALIAS.get(rows.dtype)
+    (rows.view(alias) if alias is not None else rows).masked_fill_(
+        outside.reshape([-1 if d == axis else 1 for d in range(data.dim())]), 0)
+    return rows
 
 
 def slice_bounds(start: int, end: int, step: int, dim: int) -> tuple[int, int]:
