@@ -1,12 +1,14 @@
 """The official ONNX backend node tests, through the backend adapter.
 
 Excluded cases (tensorkiln/conformance/exclusions.py, each with its reason) run as strict
-expected failures: one that starts passing fails here until its entry is removed.
+expected failures: one that starts passing fails here until its entry is removed. Random ops are
+the exception: their few sampled values can match numpy's stream by chance (test_bernoulli_double
+did, once in many runs), so passing is not a change there.
 """
 
 import pytest
 
-from tensorkiln.conformance.exclusions import EXCLUSIONS, exclusion_reason
+from tensorkiln.conformance.exclusions import EXCLUSIONS, RANDOM_OUTPUT, exclusion_reason
 from tensorkiln.conformance.runner import node_tests, run_case
 
 TESTS = node_tests()
@@ -17,7 +19,7 @@ MIN_PASS_RATE = 0.85
 def _params():
     for t in TESTS:
         reason = exclusion_reason(t.name)
-        marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
+        marks = [pytest.mark.xfail(reason=reason, strict=reason != RANDOM_OUTPUT)] if reason else []
         yield pytest.param(t, id=t.name, marks=marks)
 
 

@@ -11,7 +11,7 @@ import re
 from typing import Optional
 
 _STRINGS = "string tensors are not supported by the tensor runtime (no torch dtype)"
-_RANDOM = ("random op: the expected data is numpy's random stream, which torch's generator cannot reproduce "
+RANDOM_OUTPUT = ("random op: the expected data is numpy's random stream, which torch's generator cannot reproduce "
            "(shape, dtype and seeding are tested in tests/ops)")
 
 EXCLUSIONS: dict[str, str] = {
@@ -23,8 +23,8 @@ EXCLUSIONS: dict[str, str] = {
     r"test_regex_full_match_.*": _STRINGS,
     r"test_strnormalizer_.*": _STRINGS,
     r"test_image_decoder_.*": "ImageDecoder decodes image files (JPEG/PNG/...): outside the tensor runtime's scope",
-    r"test_bernoulli(_double|_seed)?(_expanded)?": _RANDOM,
-    r"test_training_dropout(_default)?(_mask)?": _RANDOM,
+    r"test_bernoulli(_double|_seed)?(_expanded)?": RANDOM_OUTPUT,
+    r"test_training_dropout(_default)?(_mask)?": RANDOM_OUTPUT,
     r"test_dft_inverse(_opset19)?": ("the expected data carries 1.9e-7 of float32 FFT rounding noise where the exact "
                                      "value is 0, above the test's atol of 1e-7; tensorkiln gives the exact 0"),
     r"test_attention_4d_causal_fp16_expanded": ("the expanded graph's fp16 Softmax accumulates in fp32 in tensorkiln "
