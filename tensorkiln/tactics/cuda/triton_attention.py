@@ -159,12 +159,13 @@ class TmaAttention:
             return f"{keys} keys (this tile takes up to {self.max_keys} in one block)"
         # A key count known only at run time (a dynamic sequence) is checked per call: longer
         # sequences go to the m64 kernel (see run). Shared memory is sized for the most keys.
+        keys_text = f"{keys} keys" if isinstance(keys, int) else f"up to {self.max_keys} keys (a run-time count)"
         keys = keys if isinstance(keys, int) else self.max_keys
         # Each pipeline stage holds a Q tile and all keys' K and V rows (2-byte floats) in shared memory.
         block_n, (block_dk, _, block_dv) = max(16, next_power_of_2(keys)), [max(16, next_power_of_2(d)) for d in dims]
         needed = self.stages * 2 * (self.block_m * block_dk + block_n * (block_dk + block_dv))
         if needed > shared_memory_per_block():
-            return (f"{keys} keys of head dims {dims} need {needed // 1024} KiB of shared memory "
+            return (f"{keys_text} of head dims {dims} need {needed // 1024} KiB of shared memory "
                     f"(the GPU gives a block {shared_memory_per_block() // 1024} KiB)")
         return None
 
