@@ -158,12 +158,17 @@ def test_engine_layers_carry_their_stream_through_the_file(tmp_path, capsys):
     assert "┃ stream ┃" not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("bad", ["1", -1, 1.5, True])
-def test_an_engine_with_a_bad_stream_is_refused(bad):
+@pytest.mark.parametrize("bad", ["1", -1, 1.5, True, "abc"])
+def test_an_engine_with_a_bad_stream_is_refused(bad, tmp_path, capsys):
     plan = copy.deepcopy(Builder(BuilderConfig()).build(_graph(BLOCK)))
     plan.graph.nodes[0].meta["stream"] = bad
     with pytest.raises(EngineFormatError, match=f"'{plan.graph.nodes[0].name}' has stream"):
         Runtime("cpu").load(plan)
+    # `kiln inspect` still shows such an engine (with the value as stored), without an internal error.
+    path = tmp_path / "bad.plan"
+    plan.save(str(path))
+    assert kiln_main(["inspect", str(path)]) == 0
+    assert "internal error" not in capsys.readouterr().err
 
 
 def test_max_aux_streams_flag_and_config(tmp_path, capsys):

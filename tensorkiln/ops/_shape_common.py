@@ -10,6 +10,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from ..ir import Node, Value
 from ..ir.shape import Dim
 from .registry import InferContext, as_tuple, normalize_axis
 
@@ -74,6 +75,15 @@ def ints_from(inputs: Sequence[Optional[torch.Tensor]], index: int, attrs: dict[
 
 def scalar_int(x: torch.Tensor) -> int:
     return int(x.reshape(-1)[0].item())
+
+
+def axis_index_inputs(node: Node) -> list[tuple[Value, Dim]]:
+    """Op.index_inputs of a lookup (Gather, GatherElements) whose input 1 indexes input 0 along
+    its `axis` attribute."""
+    data, indices = node.inputs[0], node.inputs[1] if len(node.inputs) > 1 else None
+    if data is None or indices is None or not data.shape:
+        return []
+    return [(indices, data.shape[int(node.attrs.get("axis", 0)) % len(data.shape)])]
 
 
 def wrap_indices(indices: torch.Tensor, size: int) -> torch.Tensor:

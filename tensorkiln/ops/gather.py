@@ -9,7 +9,7 @@ from typing import Optional
 
 from ..ir import Node, TensorType, Value
 from ..ir.shape import Dim
-from ._shape_common import select_indices
+from ._shape_common import axis_index_inputs, select_indices
 from .registry import InferContext, Op, normalize_axis, register
 
 
@@ -19,10 +19,7 @@ class Gather(Op):
     attrs = {"axis": 0}
 
     def index_inputs(self, node: Node) -> list[tuple[Value, Dim]]:
-        data, indices = node.inputs[0], node.inputs[1] if len(node.inputs) > 1 else None
-        if data is None or indices is None or not data.shape:
-            return []
-        return [(indices, data.shape[int(node.attrs.get("axis", 0)) % len(data.shape)])]
+        return axis_index_inputs(node)
 
     def infer(self, ctx: InferContext) -> list[Optional[TensorType]]:
         data, idx = ctx.type(0), ctx.type(1)

@@ -40,6 +40,7 @@ def aligned_rows(t: torch.Tensor) -> torch.Tensor:
         return t
     return t.contiguous()
 
+
 def _attention_by_parts(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
                         scale: float) -> torch.Tensor:
     """The primitive chain itself, for shapes the fused kernel does not take (batch dims

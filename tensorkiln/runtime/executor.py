@@ -28,18 +28,17 @@ _FOLDABLE_CAST_DTYPES = frozenset({DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32}
 
 
 class _Step:
-    __slots__ = ("fn", "attrs", "ins", "outs", "release", "node", "index", "sync", "on_host", "device_copies")
+    __slots__ = ("fn", "attrs", "ins", "outs", "release", "node", "index", "sync", "device_copies")
 
     def __init__(self, fn: TacticFn, attrs: dict, ins: list[int], outs: list[int], release: list[int], node: Node,
-                 index: int, sync: Optional[LayerSync], on_host: bool = False,
-                 device_copies: tuple[tuple[int, int], ...] = ()):
+                 index: int, sync: Optional[LayerSync], device_copies: tuple[tuple[int, int], ...] = ()):
         self.fn, self.attrs, self.ins, self.outs, self.release, self.node = fn, attrs, ins, outs, release, node
         # The layer's position in the graph (its stream events are keyed by it) and what it does
         # about streams (None: nothing, on the caller's stream).
         self.index, self.sync = index, sync
-        # A layer computing shape values runs its op's reference on the CPU (host_values.py);
-        # device_copies: (host slot, device slot) of its outputs that device layers read as data.
-        self.on_host, self.device_copies = on_host, device_copies
+        # Of a layer computing shape values on the host (host_values.py): (host slot, device slot)
+        # of its outputs that device layers read as data.
+        self.device_copies = device_copies
 
 
 def _to_device(array: np.ndarray, device: torch.device) -> Any:
@@ -75,10 +74,6 @@ class GraphExecutor:
         for n in graph.nodes:
             for v in n.outputs:
                 self._slot(v.name)
-        template = [None] * len(self.slot_of)
-        for v in graph.initializers:
-            template[self.slot_of[v.name]] = _to_device(v.const, device)
-        self.template = template
         if shape_values_on_host is None:
             shape_values_on_host = device.type != "cpu"
         self.shape_values_on_host = shape_values_on_host
@@ -95,19 +90,26 @@ class GraphExecutor:
         # Layers the builder put on auxiliary streams (node.meta["stream"]); None: all on one.
         self.schedule: Optional[StreamSchedule] = stream_schedule(graph, [_stream_of(n) for n in graph.nodes])
         syncs = self.schedule.layers if self.schedule is not None else [None] * len(graph.nodes)
-        inputs = [self._input_slots(n, template, i in self.host.layers) for i, n in enumerate(graph.nodes)]
+        # CPU copies of the constants read as host values, by slot (see _input_slots).
+        host_constants: dict[int, Any] = {}
+        inputs = [self._input_slots(n, host_constants, i in self.host.layers) for i, n in enumerate(graph.nodes)]
         self.output_slots = [self._device_slot(v.name) if v.name in self.host.values else self.slot_of[v.name]
                              for v in graph.outputs]
-        template.extend([None] * (len(self.slot_of) - len(template)))
+        template: list[Any] = [None] * len(self.slot_of)
+        for v in graph.initializers:
+            template[self.slot_of[v.name]] = _to_device(v.const, device)
+        for slot, value in host_constants.items():
+            template[slot] = value
+        self.template = template
+        self._host_ctx = RunContext(torch.device("cpu"), self._no_subgraphs)
         self.steps = [
-            _Step(self._host_reference(n) if i in self.host.layers else resolve(n), n.attrs, inputs[i],
+            _Step(self._on_host(n) if i in self.host.layers else resolve(n), n.attrs, inputs[i],
                   [self.slot_of[v.name] for v in n.outputs],
-                  [self.slot_of[name] for name in live.release_after[i]], n, i, syncs[i], i in self.host.layers,
+                  [self.slot_of[name] for name in live.release_after[i]], n, i, syncs[i],
                   tuple((self.slot_of[v.name], self._device_slot_of[v.name]) for v in n.outputs
                         if v.name in self._device_slot_of))
             for i, n in enumerate(graph.nodes)
         ]
-        self._host_ctx = RunContext(torch.device("cpu"), self._no_subgraphs)
         self._children: dict[int, GraphExecutor] = {}
 
     def deferring_output_casts(self) -> tuple["GraphExecutor", list[Optional[torch.dtype]]]:
@@ -126,7 +128,7 @@ class GraphExecutor:
             if node.op_type != "Cast" or node.domain not in ("", "ai.onnx") or step.outs[0] not in outputs:
                 continue
             source, target = node.inputs[0], node.outputs[0]
-            if (step.on_host or readers.get(step.outs[0], 0) or self.output_slots.count(step.outs[0]) != 1
+            if (step.index in self.host.layers or readers.get(step.outs[0], 0) or self.output_slots.count(step.outs[0]) != 1
                     or source.dtype not in _FOLDABLE_CAST_DTYPES or target.dtype not in _FOLDABLE_CAST_DTYPES
                     or step.ins[0] in self.input_slots or self.template[step.ins[0]] is not None):
                 continue
@@ -138,12 +140,12 @@ class GraphExecutor:
         kept = set(outputs)
         deferred = copy.copy(self)
         deferred.steps = [_Step(s.fn, s.attrs, s.ins, s.outs, [r for r in s.release if r not in kept], s.node,
-                                s.index, s.sync, s.on_host, s.device_copies)
+                                s.index, s.sync, s.device_copies)
                           for s in self.steps if id(s) not in folded]
         deferred.output_slots = outputs
         return deferred, dtypes
 
-    def _input_slots(self, node: Node, template: list[Any], on_host: bool) -> list[int]:
+    def _input_slots(self, node: Node, host_constants: dict[int, Any], on_host: bool) -> list[int]:
         """Slots of a node's inputs. A constant an op reads as host values (shape, axes,
         pads: `Op.host_inputs`), or any constant of a layer run on the host, gets a CPU copy,
         so reading it neither waits for the device nor breaks CUDA-graph capture. A host value
@@ -155,12 +157,10 @@ class GraphExecutor:
             if v is None:
                 slots.append(-1)
             elif (on_host or i in host) and v.const is not None and v.const.dtype != object:
-                key = f"{v.name}@host"
-                if key not in self.slot_of:
-                    self._slot(key)
-                    template.extend([None] * (len(self.slot_of) - 1 - len(template)))
-                    template.append(numpy_to_torch(v.const))
-                slots.append(self.slot_of[key])
+                slot = self._slot(f"{v.name}@host")
+                if slot not in host_constants:
+                    host_constants[slot] = numpy_to_torch(v.const)
+                slots.append(slot)
             elif v.name in self.host.values and not on_host and i not in host:
                 slots.append(self._device_slot(v.name))
             else:
@@ -174,13 +174,14 @@ class GraphExecutor:
             slot = self._device_slot_of[name] = self._slot(f"{name}@device")
         return slot
 
-    @staticmethod
-    def _host_reference(node: Node) -> TacticFn:
+    def _on_host(self, node: Node) -> TacticFn:
+        """The layer's op reference, run on the CPU whatever context the run hands it."""
         op = get_op(node.op_type, node.domain)
         if op is None:
             raise EngineFormatError(f"engine layer '{node.name}' has op {node.domain or 'ai.onnx'}::{node.op_type}, "
                                     f"which this version does not know")
-        return op.reference
+        reference, host = op.reference, self._host_ctx
+        return lambda ctx, args, attrs: reference(host, args, attrs)
 
     @staticmethod
     def _no_subgraphs(graph: Graph, inputs: Sequence[Any]) -> list[Any]:
@@ -244,10 +245,10 @@ class GraphExecutor:
                 if sync is not None:
                     streams.enter(sync)
                 if timer is None:
-                    out = step.fn(self._host_ctx if step.on_host else ctx, args, step.attrs)
+                    out = step.fn(ctx, args, step.attrs)
                 else:
                     timer.start(index)
-                    out = step.fn(self._host_ctx if step.on_host else ctx, args, step.attrs)
+                    out = step.fn(ctx, args, step.attrs)
                     timer.stop(index)
                 for host_slot, device_slot in step.device_copies:
                     produced = out if isinstance(out, torch.Tensor) else out[step.outs.index(host_slot)]

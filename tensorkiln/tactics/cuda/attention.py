@@ -83,12 +83,6 @@ def _as_4d(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(-1, t.shape[-3], t.shape[-2], t.shape[-1])
 
 
-def _dense_rows(t: torch.Tensor) -> torch.Tensor:
-    """`t` with unit stride along the head dim and 16-byte aligned row strides, as the fused
-    kernels need (ops/sdpa.py's aligned_rows: torch does not check a view's strides)."""
-    return aligned_rows(t)
-
-
 def _mask_4d(mask: torch.Tensor, scores_rank: int) -> torch.Tensor:
     """The mask with the scores' rank, then viewed as the 4-D scores are."""
     mask = mask.reshape((1,) * (scores_rank - mask.dim()) + tuple(mask.shape))
@@ -118,7 +112,9 @@ def _fused_operands(inputs: list[Optional[torch.Tensor]]
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor], tuple[int, ...]]:
     """Q, K, V as the fused kernels take them (4-D, rows dense), the mask, and the output's shape."""
     q, k, v = inputs[0], inputs[1], inputs[2]
-    q4, k4, v4 = _dense_rows(_as_4d(q)), _dense_rows(_as_4d(k)), _dense_rows(_as_4d(v))
+    # Unit stride along the head dim and 16-byte aligned rows, as the fused kernels need
+    # (torch does not check a view's strides: ops/sdpa.py's aligned_rows).
+    q4, k4, v4 = aligned_rows(_as_4d(q)), aligned_rows(_as_4d(k)), aligned_rows(_as_4d(v))
     return q4, k4, v4, optional_input(inputs, 3), _out_shape(q, v)
 
 

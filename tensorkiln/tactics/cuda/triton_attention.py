@@ -57,6 +57,11 @@ TMA_TILES = {
 _TMA_PROGRAMS_PER_SM = 2
 
 
+def _block(n: int) -> int:
+    """A tile extent for `n` keys or head-dim elements: a power of two, at least tl.dot's 16."""
+    return max(16, next_power_of_2(n))
+
+
 def _supports(node: Node) -> Optional[str]:
     reason = triton_missing() or dtype_reason(node, HALF_FLOATS) or _same_batch(node) or _mask_reason(node)
     if reason:
@@ -115,7 +120,7 @@ class TritonAttention:
                 float(attrs["scale"]), *q4.stride(), *k4.stride(), *v4.stride(), *mask_strides, *out.stride(),
                 HAS_MASK=mask is not None, MASK_ONE_ROW=mask_strides[2] == 0 or s_q == 1, EVEN_N=s_k % block_n == 0,
                 BLOCK_M=block_m, BLOCK_N=block_n,
-                BLOCK_DK=max(16, next_power_of_2(d_qk)), BLOCK_DV=max(16, next_power_of_2(d_v)),
+                BLOCK_DK=_block(d_qk), BLOCK_DV=_block(d_v),
                 num_warps=warps, num_stages=stages)
         return out if out.dim() == len(out_shape) else out.reshape(out_shape)
 
@@ -162,7 +167,7 @@ class TmaAttention:
         keys_text = f"{keys} keys" if isinstance(keys, int) else f"up to {self.max_keys} keys (a run-time count)"
         keys = keys if isinstance(keys, int) else self.max_keys
         # Each pipeline stage holds a Q tile and all keys' K and V rows (2-byte floats) in shared memory.
-        block_n, (block_dk, _, block_dv) = max(16, next_power_of_2(keys)), [max(16, next_power_of_2(d)) for d in dims]
+        block_n, (block_dk, _, block_dv) = _block(keys), [_block(d) for d in dims]
         needed = self.stages * 2 * (self.block_m * block_dk + block_n * (block_dk + block_dv))
         if needed > shared_memory_per_block():
             return (f"{keys_text} of head dims {dims} need {needed // 1024} KiB of shared memory "
@@ -186,8 +191,7 @@ class TmaAttention:
             out.zero_()  # softmax over no keys: an empty sum (torch's kernels give zeros too)
             return out if out.dim() == len(out_shape) else out.reshape(out_shape)
         if out.numel():
-            block_n = max(16, next_power_of_2(s_k))
-            block_dk, block_dv = max(16, next_power_of_2(d_qk)), max(16, next_power_of_2(d_v))
+            block_n, block_dk, block_dv = _block(s_k), _block(d_qk), _block(d_v)
             desc = self._descriptor
 
             def describe(t: torch.Tensor, block_rows: int, block_d: int) -> Any:
