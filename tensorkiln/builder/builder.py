@@ -49,7 +49,8 @@ class Builder:
         _fix_dims_the_profiles_fix(graph, config.profiles)
         infer_graph_types(graph)
         declared_inputs = [v.name for v in graph.inputs]
-        graph, reports = run_pipeline(graph, default_pipeline(config.optimization_level), debug=config.debug)
+        graph, reports = run_pipeline(graph, default_pipeline(config.optimization_level), debug=config.debug,
+                                      dim_bounds=_dim_bounds(graph, config.profiles))
         precision = assign_precisions(graph, fp16=config.fp16, bf16=config.bf16,
                                       layer_precisions=config.layer_precisions,
                                       constraints=config.precision_constraints)
@@ -90,6 +91,25 @@ def _max_dims(graph: Graph, profiles: tuple[dict[str, ProfileRange], ...]) -> di
                 if isinstance(d, str):
                     dims[d] = max(dims.get(d, 0), size)
     return dims
+
+
+def _dim_bounds(graph: Graph, profiles: tuple) -> dict[str, int]:
+    """Symbolic input dim -> the largest size any profile lets it take, for the dims every
+    profile bounds on every input that has them (an unbounded one is left out)."""
+    bounds: dict[str, int] = {}
+    unbounded: set[str] = set()
+    for v in graph.inputs:
+        if not isinstance(v.type, TensorType) or v.type.shape is None:
+            continue
+        for axis, d in enumerate(v.type.shape):
+            if not isinstance(d, str):
+                continue
+            ranges = [p.shapes.get(v.name) for p in profiles]
+            if not ranges or any(r is None for r in ranges):
+                unbounded.add(d)
+                continue
+            bounds[d] = max(bounds.get(d, 0), *(r[2][axis] for r in ranges))
+    return {d: b for d, b in bounds.items() if d not in unbounded}
 
 
 def _sizes_at(graph: Graph, dims: dict[str, int]) -> dict[str, int]:

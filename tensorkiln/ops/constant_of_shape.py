@@ -11,7 +11,7 @@ from ..ir import DType, TensorType, numpy_to_torch
 from .registry import InferContext, Op, as_tuple, register
 
 
-def _fill(attrs: dict) -> np.ndarray:
+def fill_value(attrs: dict) -> np.ndarray:
     value = attrs.get("value")
     if value is None:
         return np.zeros((1,), dtype=np.float32)
@@ -29,7 +29,7 @@ class ConstantOfShape(Op):
 
     def check(self, node):
         try:
-            fill = _fill(node.attrs)
+            fill = fill_value(node.attrs)
         except ValueError as exc:
             return str(exc)
         if fill.dtype == object or not DType.from_numpy(fill.dtype).has_torch:
@@ -37,7 +37,7 @@ class ConstantOfShape(Op):
         return None
 
     def infer(self, ctx: InferContext) -> list[Optional[TensorType]]:
-        dtype = DType.from_numpy(_fill(ctx.attrs).dtype)
+        dtype = DType.from_numpy(fill_value(ctx.attrs).dtype)
         dims = ctx.const_ints(0)
         if dims is not None:
             return [TensorType(dtype, tuple(dims))]
@@ -47,6 +47,6 @@ class ConstantOfShape(Op):
         return [TensorType(dtype, None)]
 
     def reference(self, ctx, inputs, attrs):
-        fill = numpy_to_torch(_fill(attrs)).to(ctx.device)
+        fill = numpy_to_torch(fill_value(attrs)).to(ctx.device)
         shape = as_tuple(inputs[0]) if inputs[0].numel() else []
         return fill.reshape(()).expand(shape).contiguous()

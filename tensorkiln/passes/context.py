@@ -8,11 +8,15 @@ from dataclasses import dataclass, field
 @dataclass
 class PassContext:
     """Collects one pass's log. Passes call `rewrote` for each change they make and
-    `declined` when a rule matched but its check refused (with the check's reason)."""
+    `declined` when a rule matched but its check refused (with the check's reason).
+
+    `dim_bounds` is what the build knows of the inputs' symbolic dims: the largest size each
+    may take (the engine refuses inputs outside its optimization profiles)."""
 
     rewrites: dict[str, int] = field(default_factory=dict)
     details: list[str] = field(default_factory=list)
     declines: list[tuple[str, str, str]] = field(default_factory=list)
+    dim_bounds: dict[str, int] = field(default_factory=dict)
 
     def rewrote(self, rule: str, node: str = "", detail: str = "") -> None:
         self.rewrites[rule] = self.rewrites.get(rule, 0) + 1

@@ -9,8 +9,10 @@ are four kernels on a GPU (two gathers, the add, the norm) where one reads each 
 At batch 1 each costs a launch and a pass over [S, H].
 
 The sum the norm reads is taken apart through Add layers into terms. A term produced by a Gather
-on axis 0 of a constant 2-D table becomes an (ids, table) lookup; any other term is dense, and at
-most one dense term, covering whole rows, is allowed. At least one lookup is needed. Every Add and
+on axis 0 of a constant 2-D table, by ids with the output's leading dims, becomes an (ids, table)
+lookup; any other term is dense, and at most one dense term, covering whole rows, is allowed. (An
+engine built for a range of sequence lengths gathers BERT's positions by ids [1, S] that broadcast
+over the batch: that lookup stays a layer of its own and its rows are the dense term.) At least one lookup is needed. Every Add and
 Gather taken in must be read by nothing else (and not be a graph output), except the whole sum:
 when something else reads it (a pre-LN transformer's first residual), the fused layer gives it as
 its second output. The fused layer takes the place of the LayerNorm, or of the Add that makes the
@@ -61,11 +63,11 @@ def _lookup_of(lookup: GraphLookup, v: Value) -> Optional[tuple[Node, Value, Val
     return node, ids, table
 
 
-def _take_apart(lookup: GraphLookup, graph: Graph, v: Value, reader: Node, terms: _Terms) -> None:
-    """Add the terms of `v` (read by `reader`) to `terms`."""
+def _take_apart(lookup: GraphLookup, graph: Graph, v: Value, reader: Node, terms: _Terms, rows: tuple) -> None:
+    """Add the terms of `v` (read by `reader`) to `terms`; `rows` are the output's leading dims."""
     if _read_only_by(lookup, graph, v, reader):
         found = _lookup_of(lookup, v)
-        if found is not None:
+        if found is not None and tuple(found[1].shape) == rows:
             gather, ids, table = found
             terms.lookups.append((ids, table))
             terms.absorbed.append(gather)
@@ -76,7 +78,7 @@ def _take_apart(lookup: GraphLookup, graph: Graph, v: Value, reader: Node, terms
                 and any(_has_lookup(lookup, x) for x in node.inputs):
             terms.absorbed.append(node)
             for x in node.inputs:
-                _take_apart(lookup, graph, x, node, terms)
+                _take_apart(lookup, graph, x, node, terms, rows)
             return
     terms.dense.append(v)
 
@@ -106,13 +108,14 @@ def _plan(lookup: GraphLookup, graph: Graph, norm: Node) -> Union[_Plan, str, No
     if (axis + rank if axis < 0 else axis) != rank - 1:
         return None
     terms = _Terms()
+    rows = tuple(out.shape[:-1])
     whole_sum: Optional[Value] = None
     if is_skip:
         if norm.attrs.get("sum_output"):
             whole_sum = norm.outputs[1]
         roots = [norm.inputs[0], norm.inputs[1]]
         for v in roots:
-            _take_apart(lookup, graph, v, norm, terms)
+            _take_apart(lookup, graph, v, norm, terms, rows)
     else:
         if len(norm.outputs) != 1:
             return None
@@ -125,9 +128,9 @@ def _plan(lookup: GraphLookup, graph: Graph, norm: Node) -> Union[_Plan, str, No
             whole_sum = x
             terms.absorbed.append(producer)
             for v in producer.inputs:
-                _take_apart(lookup, graph, v, producer, terms)
+                _take_apart(lookup, graph, v, producer, terms, rows)
         else:
-            _take_apart(lookup, graph, x, norm, terms)
+            _take_apart(lookup, graph, x, norm, terms, rows)
     if not terms.lookups:
         return None
     tables = [t for _, t in terms.lookups]
@@ -145,9 +148,6 @@ def _plan(lookup: GraphLookup, graph: Graph, norm: Node) -> Union[_Plan, str, No
     shape = tuple(out.shape)
     if shape[-1] != width:
         return f"the output rows {list(shape)} are not the tables' width {width}"
-    for ids, _ in terms.lookups:
-        if tuple(ids.shape) != shape[:-1]:
-            return f"ids '{ids.name}' {list(ids.shape)} do not have the output's leading dims {list(shape[:-1])}"
     if len(terms.dense) > 1:
         return f"{len(terms.dense)} dense terms besides the lookups (the fused layer adds one)"
     if terms.dense:

@@ -146,8 +146,13 @@ def _transpose_keeps_order(node: Node) -> bool:
 
 def _expand_keeps_shape(node: Node) -> bool:
     x = node.inputs[0]
+    if x is None or x.shape is None:
+        return False
+    out = node.outputs[0].shape
+    if _fully_named(x.shape) and _fully_named(out) and tuple(out) == tuple(x.shape):
+        return True  # a target computed at run time whose dims are the input's (passes/symbolic_dims.py)
     target = _const_ints(node, 1)
-    if x is None or x.shape is None or target is None or len(target) > len(x.shape):
+    if target is None or len(target) > len(x.shape):
         return False
     # Right-aligned: a target dim of 1 broadcasts nothing; an equal one neither.
     return all(t == 1 or t == d for t, d in zip(reversed(target), reversed(x.shape)))

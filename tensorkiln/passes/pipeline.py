@@ -9,7 +9,7 @@ caught at the pass that made it, and each intermediate graph can be dumped as te
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 from ..errors import GraphError
 from ..ir import Graph, format_graph, verify
@@ -27,6 +27,7 @@ from .prune import prune_unused_inputs
 from .attention_masks import narrow_attention_masks
 from .recognize import recognize_attention, recognize_patterns
 from .sibling_gemms import merge_sibling_gemms
+from .symbolic_dims import name_symbolic_dims
 from .skip_layer_norm import fuse_skip_layer_norms
 
 Pass = Callable[[Graph, PassContext], Graph]
@@ -45,6 +46,8 @@ OPTIMIZING_PIPELINE: tuple[Pass, ...] = (
     # Before folding: an input read only through its static shape stays an engine input.
     prune_unused_inputs,
     remove_noops,
+    # Before folding: named dims let Shape arithmetic on them fold and Reshape targets copy dims.
+    name_symbolic_dims,
     fold_constants,
     # After folding, so equal folded constants merge; then folded Reshape targets reveal
     # Reshapes to the same shape.
@@ -78,14 +81,17 @@ DEFAULT_PIPELINE = default_pipeline()
 
 
 def run_pipeline(graph: Graph, passes: Sequence[Pass] = DEFAULT_PIPELINE, debug: bool = False,
-                 dump_dir: Optional[Path] = None) -> tuple[Graph, list[PassReport]]:
+                 dump_dir: Optional[Path] = None,
+                 dim_bounds: Optional[Mapping[str, int]] = None) -> tuple[Graph, list[PassReport]]:
+    """Run the passes in order. `dim_bounds`: the largest size of each symbolic input dim
+    (from the optimization profiles), for the passes that reason about dims."""
     reports = []
     if dump_dir is not None:
         dump_dir.mkdir(parents=True, exist_ok=True)
         (dump_dir / "00_input.txt").write_text(format_graph(graph))
     for i, p in enumerate(passes, 1):
         before = len(graph.nodes)
-        ctx = PassContext()
+        ctx = PassContext(dim_bounds=dict(dim_bounds or {}))
         graph = p(graph, ctx)
         infer_graph_types(graph)
         if debug:
