@@ -113,8 +113,9 @@ def _nonnegative(e: Entry) -> bool:
     return e >= 0 if isinstance(e, int) else e.is_nonnegative is True
 
 
-class _Analysis:
-    """Symbolic shapes of every top-level value, and symbolic entries of the small integer ones."""
+class ShapeAnalysis:
+    """Symbolic shapes of every top-level value, and symbolic entries of the small integer ones.
+    Build it with `analyze_shapes`."""
 
     def __init__(self, graph: Graph, bounds: dict[str, int]):
         self.graph = graph
@@ -186,6 +187,15 @@ class _Analysis:
     def value(self, v: Optional[Value]) -> Optional[tuple[Entry, ...]]:
         return None if v is None else self.values.get(v.name)
 
+    def known_array(self, v: Value) -> Optional[np.ndarray]:
+        """The value of `v` as an array of its dtype when every entry is a number or truth value."""
+        entries = self.values.get(v.name)
+        if entries is None or not isinstance(v.type, TensorType) or \
+                any(e is None or isinstance(e, sympy.Basic) for e in entries):
+            return None
+        array = np.array(entries, dtype=v.type.dtype.numpy)
+        return array.reshape(()) if v.name in self.scalars else array
+
     def _node(self, node: Node) -> None:
         outs = node.outputs
         if not outs:
@@ -194,14 +204,14 @@ class _Analysis:
         if not node.domain and next(node.subgraphs(), None) is None:
             try:
                 shapes = self._output_shapes(node)
-            except (ArithmeticError, TypeError, ValueError, IndexError):
+            except Exception:  # noqa: BLE001 - what the analysis cannot work out stays as its type says
                 shapes = [None] * len(outs)
         for v, s in zip(outs, shapes):
             self.shapes[v.name] = self._merge_declared(v, s)
         if not node.domain and len(outs) == 1 and _small_int(outs[0], self.shapes[outs[0].name]):
             try:
                 entries = self._output_value(node)
-            except (ArithmeticError, TypeError, ValueError, IndexError):
+            except Exception:  # noqa: BLE001 - as above: the value stays unknown
                 entries = None
             if entries is not None:
                 self.values[outs[0].name] = entries[0]
@@ -521,12 +531,19 @@ _ELEMENTWISE = {
 }
 
 
+def analyze_shapes(graph: Graph, bounds: dict[str, int]) -> ShapeAnalysis:
+    """The symbolic shapes and shape values of the graph's top-level values; `bounds` is the
+    largest size of each input dim symbol where the profiles give one."""
+    analysis = ShapeAnalysis(graph, bounds)
+    analysis.run()
+    return analysis
+
+
 def name_symbolic_dims(graph: Graph, ctx: PassContext) -> Graph:
     if not any(isinstance(v.type, TensorType) and v.type.shape is not None
                and any(isinstance(d, str) for d in v.type.shape) for v in graph.inputs):
         return graph
-    analysis = _Analysis(graph, ctx.dim_bounds)
-    analysis.run()
+    analysis = analyze_shapes(graph, ctx.dim_bounds)
     names = analysis.input_symbols
     for node in graph.nodes:
         for v in node.outputs:
