@@ -22,6 +22,7 @@ from tensorkiln.passes.cse import eliminate_common_subexpressions
 from tensorkiln.passes.dead_code import eliminate_dead_nodes
 from tensorkiln.passes.fold_constants import fold_constants
 from tensorkiln.passes.noops import remove_noops
+from tensorkiln.passes.pipeline import OPTIMIZING_PIPELINE
 from tensorkiln.passes.prune import prune_unused_inputs
 from tensorkiln.testing.check import parse
 from tensorkiln.testing.oracles import run_onnxruntime
@@ -462,3 +463,21 @@ def test_recommended_order_keeps_inputs_read_only_through_their_shape(rng):
     assert [v.name for v in graph.inputs] == ["x"]
     got = engine(graph).execute({"x": rand(rng, 2, 3)})
     assert got["y"].tolist() == [2, 3]
+
+
+def test_fold_equal_and_where_on_a_partly_symbolic_shape(rng):
+    # The exporter's Expand target Where(Equal(t, -1), 1, t) with a dynamic batch: no dim is -1,
+    # so the Equal folds (to all false); the Where keeps the batch, so it stays, and later passes
+    # see the Expand's output named [N, 3] like its input (the engine drops the Expand then).
+    text = model("(float[N,3] x) => (float[N,3] y)",
+                 "s = Shape(x)\nr = Shape(s)\nones = ConstantOfShape<value = int64[1] {1}>(r)\n"
+                 "m = Mul(ones, minus1)\ne = Equal(s, m)\nt = Where(e, ones, s)\ny = Expand(x, t)",
+                 "int64[1] minus1 = {-1}")
+    graph, ctx = run_passes(text, fold_constants)
+    assert ctx.rewrites == {"shape_fold": 2, "constant_fold": 2}
+    assert live_ops(graph) == ["Shape", "Where", "Expand"]
+    where = next(n for n in graph.nodes if n.op_type == "Where")
+    assert where.inputs[0].const.tolist() == [False, False]
+    full, _ = run_passes(text, *OPTIMIZING_PIPELINE)
+    assert ops(full) == ["Identity"] and full.nodes[0].inputs[0].name == "x"
+    assert_same_numbers(text, graph, {"x": rand(rng, 4, 3)})
