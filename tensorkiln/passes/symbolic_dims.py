@@ -230,8 +230,8 @@ class ShapeAnalysis:
         for d, e in zip(declared, computed):
             if isinstance(d, int):
                 out.append(d)
-            elif self.is_fresh(e) or d is not None and not d.startswith(_INVENTED_PREFIX) and d in self.input_symbols:
-                out.append(self.from_dim(d))
+            elif self.is_fresh(e) or d in self.input_symbols:
+                out.append(self.from_dim(d))  # nothing computed, or an input's own dim: the type's name
             else:
                 if isinstance(d, str) and d not in self.aliases and d not in self._encoded:
                     self.aliases[d] = e
