@@ -15,8 +15,8 @@ The rule applies when the mask is Where(cond, a, b) with scalar constants a and 
 And(x, c) with c true everywhere, and the scores broadcast the narrowed mask to exactly what they
 broadcast the original one to. c is true everywhere when it is such a constant, or when an engine
 built for a range of sequence lengths computes it: ``GreaterOrEqual(Range(0, S), 0)`` through
-Unsqueezes (the query-side test above, with S known only at run time), And-ed with such terms. The old Where/And stay for any other reader;
-dead-code elimination removes them otherwise.
+Unsqueezes (the query-side test above, with S known only at run time), And-ed with such terms.
+The old Where/And stay for any other reader; dead-code elimination removes them otherwise.
 """
 
 from __future__ import annotations

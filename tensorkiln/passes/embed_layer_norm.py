@@ -12,11 +12,11 @@ The sum the norm reads is taken apart through Add layers into terms. A term prod
 on axis 0 of a constant 2-D table, by ids with the output's leading dims, becomes an (ids, table)
 lookup; any other term is dense, and at most one dense term, covering whole rows, is allowed. (An
 engine built for a range of sequence lengths gathers BERT's positions by ids [1, S] that broadcast
-over the batch: that lookup stays a layer of its own and its rows are the dense term.) At least one lookup is needed. Every Add and
-Gather taken in must be read by nothing else (and not be a graph output), except the whole sum:
-when something else reads it (a pre-LN transformer's first residual), the fused layer gives it as
-its second output. The fused layer takes the place of the LayerNorm, or of the Add that makes the
-whole sum when that sum is read elsewhere.
+over the batch: that lookup stays a layer of its own and its rows are the dense term.) At least
+one lookup is needed. Every Add and Gather taken in must be read by nothing else (and not be a
+graph output), except the whole sum: when something else reads it (a pre-LN transformer's first
+residual), the fused layer gives it as its second output. The fused layer takes the place of the
+LayerNorm, or of the Add that makes the whole sum when that sum is read elsewhere.
 
 Runs after `fuse_skip_layer_norms` (whose SkipLayerNormalization it also takes: x and skip are two
 terms) and after constant folding.
