@@ -735,12 +735,13 @@ def test_triton_max_pool_supports_reasons():
 # -- Triton Gather (embedding lookups) ---------------------------------------------------------
 
 @cuda
-@pytest.mark.parametrize("data_dtype", ["fp16", "fp32", "int64"])
+@pytest.mark.parametrize("data_dtype", ["fp16", "fp32", "int64", "bool"])
 @pytest.mark.parametrize("index_dtype", [DType.INT64, DType.INT32])
 @pytest.mark.parametrize("data, indices", [((30522, 768), (2, 128)), ((2, 768), (1, 16)), ((50, 3, 5), (7,)),
-                                           ((10, 2000), (3, 4)), ((9,), (2, 2))])
+                                           ((10, 2000), (3, 4)), ((9,), (2, 2)), ((128, 1), (4, 1, 1, 32))])
 def test_triton_gather_matches_reference(data_dtype, index_dtype, data, indices):
-    dt = {"fp16": DType.FLOAT16, "fp32": DType.FLOAT32, "int64": DType.INT64}[data_dtype]
+    # The last case is the padding-mask gather of BERT exported for a range of shapes (bool rows).
+    dt = {"fp16": DType.FLOAT16, "fp32": DType.FLOAT32, "int64": DType.INT64, "bool": DType.BOOL}[data_dtype]
     node = make_node("Gather", [(data, dt), (indices, index_dtype)], {"axis": 0}, opset=13)
     gen = torch.Generator().manual_seed(len(data))
     table = torch.randn(data, generator=gen) * 100
@@ -769,8 +770,8 @@ def test_triton_gather_out_of_range_rows_are_zeros_and_supports_reasons():
     tactic = find_tactic("cuda", "Gather", "", "triton")
     axis1 = make_node("Gather", [((4, 8), DType.FLOAT32), ((3,), DType.INT64)], {"axis": 1}, opset=13)
     assert "axis other than the first" in tactic.supports(axis1)
-    flags = make_node("Gather", [((4, 8), DType.BOOL), ((3,), DType.INT64)], {"axis": 0}, opset=13)
-    assert "bool data" in tactic.supports(flags)
+    halves = make_node("Gather", [((4, 8), DType.UINT16), ((3,), DType.INT64)], {"axis": 0}, opset=13)
+    assert "uint16 data" in tactic.supports(halves)
 
 
 @cuda
@@ -798,6 +799,24 @@ def test_constant_index_gather_supports_reasons():
     assert tactic.supports(node) is None
     node.inputs[1].const = torch.tensor([0, 8]).numpy()
     assert "outside [-8, 8)" in tactic.supports(node)
+    # An axis sized at run time is checked then (below).
+    symbolic = make_node("Gather", [(("B", "S", 8), DType.FLOAT32), ((), DType.INT64)], {"axis": 1}, opset=13)
+    symbolic.inputs[1].const = torch.tensor(0).numpy()
+    assert tactic.supports(symbolic) is None
+
+
+@cuda
+def test_constant_index_gather_checks_a_run_time_axis_per_size():
+    # BERT's pooler in an engine built for a range of sequence lengths: token 0 of [B, S, H].
+    node = make_node("Gather", [(("B", "S", 8), DType.FLOAT16), ((2,), DType.INT64)], {"axis": 1}, opset=13)
+    node.inputs[1].const = torch.tensor([0, 4]).numpy()
+    table = torch.randn(2, 6, 8, generator=torch.Generator().manual_seed(0)).to(device=DEVICE, dtype=torch.float16)
+    index = torch.tensor([0, 4], device=DEVICE)
+    check_against_reference(node, "constant_indices", [table, index], "exact")
+    # At S = 3 index 4 is outside: the reference's zero rows, no device assert.
+    out = run(node, "constant_indices", [table[:, :3].contiguous(), index])[0]
+    assert torch.equal(out[:, 0], table[:, 0]) and torch.all(out[:, 1] == 0)
+    torch.cuda.synchronize()
 
 
 # -- Triton GEMM with a fused epilogue ---------------------------------------------------------

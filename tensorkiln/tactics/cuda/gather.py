@@ -15,9 +15,12 @@ index (`kiln compare` runs it). Data of the float and integer dtypes in _DATA_DT
 
 "constant_indices", for indices that are a constant (exporters' mask and pooler code: BERT's
 padding mask is gathered with arange(sequence), its pooler takes token 0 with a scalar): the
-indices are checked against the axis at build time and wrapped once, not on every call; where
-they are consecutive the output is a view of the data (narrow and reshape, no kernel at all),
-else one index_select. At batch 1 that removes eight launches from BERT-base.
+indices are checked against the axis and wrapped once, not on every call; where they are
+consecutive the output is a view of the data (narrow and reshape, no kernel at all), else one
+index_select. At batch 1 that removes eight launches from BERT-base. An axis whose size is known
+only at run time (the pooler of an engine built for a range of sequence lengths) is checked once
+per size, on the host (the first call at a new shape runs eagerly, before any graph capture); a
+size the indices do not fit runs the reference (zero rows on a GPU, as above).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import numpy as np
 import torch
 
 from ...ir import DType, Node
+from ...ops import get_op
 from ...ops.registry import normalize_axis
 from ._common import DerivedTensors, input_dtype, input_shape, next_power_of_2, register, triton_missing
 
@@ -38,7 +42,7 @@ _ELEMENTS_PER_PROGRAM = 4096
 _MAX_BLOCK_W = 1024
 _INDEX_DTYPES = (DType.INT32, DType.INT64)
 _DATA_DTYPES = (DType.FLOAT16, DType.BFLOAT16, DType.FLOAT32, DType.FLOAT64, DType.INT8, DType.UINT8, DType.INT16,
-                DType.INT32, DType.INT64)
+                DType.INT32, DType.INT64, DType.BOOL)
 
 
 def _supports(node: Node) -> Optional[str]:
@@ -88,25 +92,23 @@ def _constant_supports(node: Node) -> Optional[str]:
     if data is None or not data:
         return "data rank unknown before run time or 0-D"
     size = data[normalize_axis(int(node.attrs.get("axis", 0)), len(data))]
-    if not isinstance(size, int):
-        return "the gathered axis's size is not known before run time"
     flat = np.asarray(indices).reshape(-1)
-    if flat.size and (flat.min() < -size or flat.max() >= size):
+    if isinstance(size, int) and flat.size and (flat.min() < -size or flat.max() >= size):
         return f"constant indices outside [-{size}, {size}) (the reference reports the error)"
     return None
 
 
 @dataclass(frozen=True)
 class _Indices:
-    wrapped: torch.Tensor  # flat, non-negative, on the data's device
-    start: Optional[int]   # the first one when they are consecutive (the output is then a view)
+    wrapped: Optional[torch.Tensor]  # flat, non-negative, on the data's device; None: outside the axis
+    start: Optional[int]             # the first one when they are consecutive (the output is then a view)
 
     @staticmethod
     def of(indices: torch.Tensor, size: int) -> "_Indices":
         flat = indices.reshape(-1).to(torch.int64)
-        host = flat.cpu()  # once per constant: the tactic's lazily built state, made before any graph capture
+        host = flat.cpu()  # once per constant and size: lazily built state, made before any graph capture
         if host.numel() and (int(host.min()) < -size or int(host.max()) >= size):
-            raise IndexError(f"Gather: constant indices outside [-{size}, {size}) for an axis of size {size}")
+            return _Indices(None, None)
         host = torch.where(host < 0, host + size, host)
         count = host.numel()
         consecutive = count > 0 and bool(torch.equal(host, torch.arange(int(host[0]), int(host[0]) + count)))
@@ -122,6 +124,9 @@ class ConstantIndexGather:
         axis = normalize_axis(int(attrs.get("axis", 0)), data.dim())
         size = int(data.shape[axis])
         found = self.indices.get(idx, ("wrapped", size), lambda t: _Indices.of(t, size))
+        if found.wrapped is None:
+            # Only where the axis was symbolic at build time: the reference says what is wrong.
+            return get_op("Gather").reference(ctx, inputs, attrs)
         shape = tuple(data.shape[:axis]) + tuple(idx.shape) + tuple(data.shape[axis + 1:])
         if found.start is not None:
             return data.narrow(axis, found.start, found.wrapped.numel()).reshape(shape)
