@@ -6,7 +6,7 @@ Dims follow the IR: ``int`` (known), ``str`` (a named symbol) or ``None`` (unkno
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import torch
 
@@ -86,43 +86,62 @@ def axis_index_inputs(node: Node) -> list[tuple[Value, Dim]]:
     return [(indices, data.shape[int(node.attrs.get("axis", 0)) % len(data.shape)])]
 
 
-def wrap_indices(indices: torch.Tensor, size: int) -> torch.Tensor:
-    """Negative indices count from the end (ONNX Gather/Scatter families); int64 for torch indexing."""
-    indices = indices.to(torch.int64)
-    return torch.where(indices < 0, indices + size, indices)
-
-
 _SIGNED_ALIAS = {getattr(torch, u): getattr(torch, i) for u, i in (("uint16", "int16"), ("uint32", "int32"),
                                                                   ("uint64", "int64")) if hasattr(torch, u)}
 
 
-def select_indices(data: torch.Tensor, axis: int, indices: torch.Tensor, what: str) -> torch.Tensor:
-    """data.index_select(axis, indices) for ONNX indices (negative ones count from the end).
+def bounded_indices(indices: torch.Tensor, sizes: Union[int, torch.Tensor], what: str, axis: Optional[int] = None
+                    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """ONNX indices (negative ones count from the end) as int64 indices torch's kernels accept,
+    and where on a GPU the positions outside [-size, size) are (None on the CPU).
 
-    An index outside [-size, size) is an error in ONNX. On the CPU it raises one naming the
-    index and `what` (the op). On a GPU, index_select would stop on it with a device-side
-    assert, which leaves the process's CUDA context unusable, and checking first would wait
-    for the device on every call (and break CUDA-graph capture); so there such a row is zeros,
-    as the Triton gather kernel gives it (tactics/cuda/gather.py)."""
-    size = int(data.shape[axis])
-    flat = indices.reshape(-1).to(torch.int64)
-    wrapped = torch.where(flat < 0, flat + size, flat)
-    outside = (wrapped < 0) | (wrapped >= size)
-    if data.device.type == "cpu":
+    Such an index is an error in ONNX. On the CPU this raises one naming the index and `what`
+    (the op). On a GPU, torch's indexing kernels would stop on it with a device-side assert, which
+    leaves the process's CUDA context unusable, and checking first would wait for the device on
+    every call (and break CUDA-graph capture); so there it is clamped into range and the caller
+    zeroes what it gathered (a gather) or drops what it would write (a scatter), as the Triton
+    gather kernel does (tactics/cuda/gather.py). `sizes` is the axis's size, or a tensor of one
+    size per coordinate of the last dim (GatherND/ScatterND tuples)."""
+    flat = indices.to(torch.int64)
+    wrapped = torch.where(flat < 0, flat + sizes, flat)
+    outside = (wrapped < 0) | (wrapped >= sizes)
+    if flat.device.type == "cpu":
         if flat.numel() and bool(outside.any()):
-            bad = int(flat[outside][0])
-            raise IndexError(f"{what}: index {bad} is outside [-{size}, {size}) along axis {axis}")
-        return data.index_select(axis, wrapped)
-    if size == 0:
+            position = outside.nonzero()[0].tolist()
+            bad = int(flat[tuple(position)])
+            size = int(sizes) if isinstance(sizes, int) else int(sizes.reshape(-1)[position[-1]])
+            where = f" along axis {axis}" if axis is not None else ""
+            if not isinstance(sizes, int):
+                where += f" (coordinate {position[-1]} of an index tuple)"
+            raise IndexError(f"{what}: index {bad} is outside [-{size}, {size}){where}")
+        return wrapped, None
+    if isinstance(sizes, int):
+        return wrapped.clamp(0, max(sizes - 1, 0)), outside
+    return torch.minimum(wrapped.clamp(min=0), (sizes - 1).clamp(min=0)), outside
+
+
+def zero_where(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`x` with zeros where `mask` (broadcast) is true, in place."""
+    # masked_fill has no kernel for torch's unsigned 16/32/64-bit types on CUDA: zero those
+    # through the signed type of the same width (zero has the same bits).
+    alias = _SIGNED_ALIAS.get(x.dtype)
+    (x.view(alias) if alias is not None else x).masked_fill_(mask, 0)
+    return x
+
+
+def select_indices(data: torch.Tensor, axis: int, indices: torch.Tensor, what: str) -> torch.Tensor:
+    """data.index_select(axis, indices) for ONNX indices (negative ones count from the end); an
+    index outside the axis raises on the CPU and gives a row of zeros on a GPU (bounded_indices)."""
+    size = int(data.shape[axis])
+    flat = indices.reshape(-1)
+    if data.device.type != "cpu" and size == 0:
         shape = list(data.shape)
         shape[axis] = flat.numel()
         return data.new_zeros(shape)
-    rows = data.index_select(axis, wrapped.clamp(0, size - 1))
-    # masked_fill has no kernel for torch's unsigned 16/32/64-bit types on CUDA: zero those
-    # through the signed type of the same width (zero has the same bits).
-    alias = _SIGNED_ALIAS.get(rows.dtype)
-    (rows.view(alias) if alias is not None else rows).masked_fill_(
-        outside.reshape([-1 if d == axis else 1 for d in range(data.dim())]), 0)
+    wrapped, outside = bounded_indices(flat, size, what, axis)
+    rows = data.index_select(axis, wrapped)
+    if outside is not None:
+        zero_where(rows, outside.reshape([-1 if d == axis else 1 for d in range(data.dim())]))
     return rows
 
 

@@ -8,7 +8,7 @@ import torch
 
 from ..ir import Node, TensorType, Value
 from ..ir.shape import Dim
-from ._shape_common import axis_index_inputs, movable, wrap_indices
+from ._shape_common import axis_index_inputs, bounded_indices, movable, zero_where
 from .registry import InferContext, Op, normalize_axis, register
 
 
@@ -29,4 +29,11 @@ class GatherElements(Op):
     def reference(self, ctx, inputs, attrs):
         data, idx = inputs[0], inputs[1]
         axis = normalize_axis(attrs["axis"], data.dim())
-        return torch.gather(movable(data), axis, wrap_indices(idx, int(data.shape[axis]))).view(data.dtype)
+        size = int(data.shape[axis])
+        if size == 0 and idx.numel() and data.device.type != "cpu":
+            return data.new_zeros(idx.shape)  # every index is outside an empty axis (bounded_indices)
+        wrapped, outside = bounded_indices(idx, size, "GatherElements", axis)
+        out = torch.gather(movable(data), axis, wrapped)
+        if outside is not None:
+            zero_where(out, outside)
+        return out.view(data.dtype)

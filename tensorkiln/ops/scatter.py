@@ -18,4 +18,4 @@ class Scatter(Op):
         return same_as_input(ctx)
 
     def reference(self, ctx, inputs, attrs):
-        return scatter_elements(inputs[0], attrs["axis"], inputs[1], inputs[2], "none")
+        return scatter_elements(inputs[0], attrs["axis"], inputs[1], inputs[2], "none", "Scatter")

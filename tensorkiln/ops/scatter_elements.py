@@ -8,22 +8,31 @@ from typing import Optional
 import torch
 
 from ..ir import TensorType
-from ._shape_common import from_compute, movable, to_compute, wrap_indices
+from ._shape_common import bounded_indices, from_compute, movable, to_compute
 from .registry import InferContext, Op, normalize_axis, register, same_as_input
 
 # ONNX reduction -> torch.scatter_reduce reduction
 _REDUCE = {"add": "sum", "mul": "prod", "max": "amax", "min": "amin"}
 
 
-def scatter_elements(data: torch.Tensor, axis: int, idx: torch.Tensor, updates: torch.Tensor, reduction: str
-                     ) -> torch.Tensor:
+def scatter_elements(data: torch.Tensor, axis: int, idx: torch.Tensor, updates: torch.Tensor, reduction: str,
+                     what: str = "ScatterElements") -> torch.Tensor:
     axis = normalize_axis(axis, data.dim())
-    idx = wrap_indices(idx, int(data.shape[axis]))
+    size = int(data.shape[axis])
+    idx, outside = bounded_indices(idx, size, what, axis)
+    if outside is not None:
+        # On a GPU an update outside data goes to a spare slot past the end of the axis, dropped after.
+        idx = torch.where(outside, size, idx)
+        spare = list(data.shape)
+        spare[axis] = 1
+        data = torch.cat([data, data.new_zeros(spare)], axis)
     if reduction == "none":
-        return movable(data).scatter(axis, idx, movable(updates)).view(data.dtype)
-    work = to_compute(data, reduction).scatter_reduce(axis, idx, to_compute(updates, reduction), _REDUCE[reduction],
-                                                      include_self=True)
-    return from_compute(work, data.dtype, reduction)
+        out = movable(data).scatter(axis, idx, movable(updates)).view(data.dtype)
+    else:
+        work = to_compute(data, reduction).scatter_reduce(axis, idx, to_compute(updates, reduction),
+                                                          _REDUCE[reduction], include_self=True)
+        out = from_compute(work, data.dtype, reduction)
+    return out if outside is None else out.narrow(axis, 0, size).contiguous()
 
 
 @register

@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 
 from ..ir import TensorType
-from ._shape_common import from_compute, movable, to_compute
+from ._shape_common import bounded_indices, from_compute, movable, to_compute
 from .registry import InferContext, Op, register, same_as_input
 
 # ONNX reduction -> torch index_reduce reduction (add uses index_add)
@@ -33,8 +33,7 @@ class ScatterND(Op):
         k = int(idx.shape[-1])
         lead = [int(d) for d in data.shape[:k]]
         sizes = torch.tensor(lead, dtype=torch.int64, device=idx.device)
-        coords = idx.reshape(-1, k)
-        coords = torch.where(coords < 0, coords + sizes, coords)
+        coords, outside = bounded_indices(idx.reshape(-1, k), sizes, "ScatterND")
         # Row-major linear position of each coordinate tuple among the first k dims.
         strides = [1] * k
         for j in range(k - 2, -1, -1):
@@ -44,15 +43,26 @@ class ScatterND(Op):
         for d in lead:
             rows *= d
         tail = tuple(data.shape[k:])
+        # On a GPU an update outside data goes to a spare row past the end, dropped after.
+        spare = int(outside is not None)
+        if outside is not None:
+            linear = torch.where(outside.any(-1), rows, linear)
         reduction = attrs["reduction"]
         if reduction == "none":
-            flat = movable(data).reshape((rows,) + tail).clone()
+            flat = _with_spare_row(movable(data).reshape((rows,) + tail), spare)
             flat[linear] = movable(updates).reshape((-1,) + tail)
-            return flat.view(data.dtype).reshape(data.shape)
-        flat = to_compute(data, reduction).reshape((rows,) + tail).clone()
+            return flat[:rows].view(data.dtype).reshape(data.shape)
+        flat = _with_spare_row(to_compute(data, reduction).reshape((rows,) + tail), spare)
         src = to_compute(updates, reduction).reshape((-1,) + tail)
         if reduction == "add":
             flat.index_add_(0, linear, src)
         else:
             flat.index_reduce_(0, linear, src, _REDUCE[reduction], include_self=True)
-        return from_compute(flat, data.dtype, reduction).reshape(data.shape)
+        return from_compute(flat[:rows], data.dtype, reduction).reshape(data.shape)
+
+
+def _with_spare_row(flat: torch.Tensor, spare: int) -> torch.Tensor:
+    """A copy of `flat` with `spare` (0 or 1) rows of zeros after its rows."""
+    if not spare:
+        return flat.clone()
+    return torch.cat([flat, flat.new_zeros((spare,) + tuple(flat.shape[1:]))])

@@ -775,6 +775,40 @@ def test_triton_gather_out_of_range_rows_are_zeros_and_supports_reasons():
 
 
 @cuda
+def test_index_families_out_of_range_give_zeros_or_drop_updates_on_the_gpu():
+    # GatherElements/GatherND gather zeros, ScatterElements/ScatterND drop the update, and no
+    # device-side assert leaves the CUDA context unusable (ops/_shape_common.bounded_indices).
+    data = torch.arange(12, dtype=torch.float32, device=DEVICE).reshape(3, 4) + 1
+    node = make_node("GatherElements", [((3, 4), DType.FLOAT32), ((3, 2), DType.INT64)], {"axis": 1}, opset=13)
+    idx = torch.tensor([[0, -1], [4, 1], [-5, 3]], device=DEVICE)
+    out = run(node, "reference", [data, idx])[0]
+    assert out.tolist() == [[1, 4], [0, 6], [0, 12]]
+    node = make_node("GatherND", [((3, 4), DType.FLOAT32), ((3, 2), DType.INT64)], {}, opset=13)
+    out = run(node, "reference", [data, torch.tensor([[0, 1], [3, 0], [2, -1]], device=DEVICE)])[0]
+    assert out.tolist() == [2, 0, 12]
+    rows = make_node("GatherND", [((3, 4), DType.FLOAT32), ((2, 1), DType.INT64)], {}, opset=13)
+    out = run(rows, "reference", [data, torch.tensor([[-1], [7]], device=DEVICE)])[0]
+    assert out.tolist() == [[9, 10, 11, 12], [0, 0, 0, 0]]
+    for reduction in ("none", "add"):
+        node = make_node("ScatterElements", [((3, 4), DType.FLOAT32), ((1, 4), DType.INT64), ((1, 4), DType.FLOAT32)],
+                         {"axis": 0, "reduction": reduction}, opset=16)
+        out = run(node, "reference", [data, torch.tensor([[0, 3, -1, -4]], device=DEVICE),
+                                      torch.full((1, 4), 100.0, device=DEVICE)])[0]
+        want = data.clone()
+        want[0, 0] = 100 if reduction == "none" else 101
+        want[2, 2] = 100 if reduction == "none" else 111
+        assert torch.equal(out, want), reduction
+        node = make_node("ScatterND", [((3, 4), DType.FLOAT32), ((2, 1), DType.INT64), ((2, 4), DType.FLOAT32)],
+                         {"reduction": reduction}, opset=16)
+        out = run(node, "reference", [data, torch.tensor([[1], [3]], device=DEVICE),
+                                      torch.full((2, 4), 100.0, device=DEVICE)])[0]
+        want = data.clone()
+        want[1] = 100 if reduction == "none" else data[1] + 100
+        assert torch.equal(out, want), reduction
+    torch.cuda.synchronize()  # a device assert would surface here
+
+
+@cuda
 @pytest.mark.parametrize("data, axis, indices, view", [
     ((128, 1), 0, torch.arange(128).reshape(1, 1, 1, 128), True),    # BERT's padding mask gather
     ((2, 128, 768), 1, torch.tensor(0), True),                       # BERT's pooler: token 0

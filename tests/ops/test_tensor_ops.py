@@ -203,6 +203,32 @@ def test_gather_index_out_of_range_names_it(index, axis):
                         {"epsilon": 1e-5, "stash_type": 1, "sum_output": 0})
 
 
+@pytest.mark.parametrize("signature, body, indices, message", [
+    ("(float[3,4] x, int64[3,2] i) => (float y)", "y = GatherElements<axis=1>(x, i)", [[0, 1], [4, 0], [1, 1]],
+     r"GatherElements: index 4 is outside \[-4, 4\) along axis 1"),
+    ("(float[3,4] x, int64[2,2] i) => (float y)", "y = GatherND(x, i)", [[0, 1], [3, 0]],
+     r"GatherND: index 3 is outside \[-3, 3\) \(coordinate 0 of an index tuple\)"),
+    ("(float[3,4] x, int64[1,4] i, float[1,4] u) => (float y)", "y = ScatterElements<axis=0>(x, i, u)",
+     [[0, -4, 1, 2]], r"ScatterElements: index -4 is outside \[-3, 3\) along axis 0"),
+    ("(float[3,4] x, int64[2,1] i, float[2,4] u) => (float y)", "y = ScatterND(x, i, u)", [[1], [5]],
+     r"ScatterND: index 5 is outside \[-3, 3\)"),
+])
+def test_gather_and_scatter_indices_out_of_range_name_it(signature, body, indices, message):
+    """On the CPU the index families' out-of-range indices are errors naming the layer and the
+    index (on a GPU: zeros gathered, updates dropped, tests/cuda/test_cuda_tactics.py)."""
+    from tensorkiln import Builder, BuilderConfig, Runtime
+    from tensorkiln.errors import ExecutionError
+    text = model(16, signature, body)
+    plan = Builder(BuilderConfig()).build(parse_onnx(parse(text)))
+    ctx = Runtime().load(plan).create_execution_context()
+    idx = np.array(indices, np.int64)
+    feeds = {"x": np.ones((3, 4), np.float32), "i": idx}
+    if "u)" in signature:
+        feeds["u"] = np.ones((idx.shape[0], 4), np.float32)
+    with pytest.raises(ExecutionError, match=message):
+        ctx.execute(feeds)
+
+
 @pytest.mark.parametrize("axis", [0, 1])
 def test_gather_elements(backend, rng, axis):
     ishape = (2, 4) if axis == 0 else (3, 2)
