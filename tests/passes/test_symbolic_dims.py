@@ -24,7 +24,7 @@ from tensorkiln.frontends.onnx import parse_onnx
 from tensorkiln.ir import TensorType
 from tensorkiln.ops import infer_graph_types
 from tensorkiln.passes.context import PassContext
-from tensorkiln.passes.symbolic_dims import name_symbolic_dims
+from tensorkiln.passes.symbolic_dims import analyze_shapes, name_symbolic_dims
 from tensorkiln.testing.oracles import run_onnxruntime
 from tensorkiln.testing.tolerances import assert_close
 
@@ -253,3 +253,83 @@ def test_outside_the_profile_is_refused(seq):
     context = Runtime("cpu").load(plan).create_execution_context()
     with pytest.raises(Exception, match="outside every optimization profile"):
         context.execute(feeds(1, seq))
+
+
+def parse_text(signature: str, body: str, init: str = ""):
+    init = f"<{init}>" if init else ""
+    m = onnx.parser.parse_model(f'<ir_version: 8, opset_import: ["" : 17]>\ng {signature} {init}\n{{\n{body}\n}}')
+    return infer_graph_types(parse_onnx(m))
+
+
+def shapes_after_naming(signature: str, body: str, bounds: dict[str, int], init: str = "") -> dict[str, tuple]:
+    graph = parse_text(signature, body, init)
+    name_symbolic_dims(graph, PassContext(dim_bounds=bounds))
+    return {v.name: unnamed_as_none(v.type.shape) for n in graph.nodes for v in n.outputs
+            if isinstance(v.type, TensorType) and v.type.shape is not None}
+
+
+def test_shape_rules_of_single_ops():
+    body = """
+        s = Shape (x)
+        n = Gather <axis = 0> (s, zero)
+        m = Gather <axis = 0> (s, one)
+        n1 = Unsqueeze (n, axis0)
+        m1 = Unsqueeze (m, axis0)
+        reps = Concat <axis = 0> (two, one1)
+        tiled = Tile (x, reps)
+        flat_to = Concat <axis = 0> (minus1, one1)
+        flat = Reshape (x, flat_to)
+        both = Concat <axis = 0> (x, x)
+        half = Div (n, two0)
+        evens = Range (zero, n, two0)
+        back = Range (n, zero, minus2)
+        tail = Slice (x, one1, big, axis01)
+        reversed = Slice (x, minus1, minus_big, axis01, minus1)
+        filled = ConstantOfShape <value = float[1] {0.5}> (n1)
+        y = Identity (x)
+    """
+    init = ("int64 zero = {0}, int64 one = {1}, int64[1] axis0 = {0}, int64[1] two = {2}, int64[1] minus1 = {-1}, "
+            "int64[1] one1 = {1}, int64 two0 = {2}, int64 minus2 = {-2}, int64[1] big = {9223372036854775807}, "
+            "int64[1] axis01 = {0}, int64[1] minus_big = {-9223372036854775807}")
+    analysis = analyze_shapes(parse_text("(float[n, m] x) => (float[n, m] y)", body, init), {"n": 8, "m": 8})
+    worked_out = {name: tuple(str(d) for d in analysis.shapes[name])
+                  for name in ("tiled", "flat", "both", "evens", "back", "tail", "filled")}
+    assert worked_out == {"tiled": ("2*n", "m"), "flat": ("m*n", "1"), "both": ("2*n", "m"),
+                          "evens": ("ceiling(n/2)",), "back": ("ceiling(n/2)",),
+                          "tail": ("Max(0, n - Min(1, n))", "m"), "filled": ("n",)}
+    assert [str(e) for e in analysis.values["half"]] == ["floor(n/2)"]
+    # A negative step is not worked out: the dim stays what type inference said.
+    assert str(analysis.shapes["reversed"][1]) == "m"
+    assert str(analysis.shapes["reversed"][0]).startswith(("unk__", "?"))
+    # Only the dims that are an input's dim are written into the types.
+    shapes = shapes_after_naming("(float[n, m] x) => (float[n, m] y)", body, {"n": 8, "m": 8}, init)
+    assert shapes["tiled"] == (None, "m") and shapes["flat"] == (None, 1) and shapes["filled"] == ("n",)
+
+
+def test_shape_values_through_arithmetic_and_selection():
+    body = """
+        s = Shape (x)
+        n = Gather <axis = 0> (s, zero)
+        m = Gather <axis = 0> (s, one)
+        nm = Mul (n, m)
+        nm1 = Unsqueeze (nm, axis0)
+        flat = Reshape (x, nm1)
+        same = Reshape (flat, s)
+        m1 = Slice (s, one1, two1)
+        n1 = Slice (s, zero1, one1)
+        swapped_to = Concat <axis = 0> (m1, n1)
+        swapped = Reshape (x, swapped_to)
+        is_n = Equal (n, m)
+        pick = Where (is_n, n, m)
+        pick1 = Unsqueeze (pick, axis0)
+        unsure = Reshape (flat, pick1)
+        y = Identity (x)
+    """
+    init = ("int64 zero = {0}, int64 one = {1}, int64[1] axis0 = {0}, int64[1] zero1 = {0}, int64[1] one1 = {1}, "
+            "int64[1] two1 = {2}")
+    shapes = shapes_after_naming("(float[n, m] x) => (float[n, m] y)", body, {}, init)
+    assert shapes["flat"] == (None,)  # n * m
+    assert shapes["same"] == ("n", "m")
+    assert shapes["swapped"] == ("m", "n")
+    # Whether n == m is not known, so neither is the dim Where picks.
+    assert shapes["unsure"] == (None,)
