@@ -351,6 +351,39 @@ def test_inspect_engine(capsys, plan_path):
     assert info["device"]["backend"] == "cpu"
 
 
+def test_inspect_marks_the_layers_a_gpu_runs_on_the_host(capsys, workdir):
+    # A GPU engine's shape arithmetic runs on the host (runtime/host_values.py). The plan is built
+    # on the CPU and labelled a CUDA one: inspect only reads it.
+    import dataclasses
+
+    from tensorkiln import Builder, BuilderConfig
+    from tensorkiln.builder.config import OptimizationProfile
+    from tensorkiln.frontends.onnx import parse_onnx
+    model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, M] x) => (float[N, M] y) <int64 zero = {0}, int64[1] axis0 = {0}, int64[1] minus1 = {-1}> {
+  s = Shape(x)
+  n = Gather<axis = 0>(s, zero)
+  n1 = Unsqueeze(n, axis0)
+  t = Concat<axis = 0>(n1, minus1)
+  r = Reshape(x, t)
+  e = Exp(r)
+  y = Reshape(e, s)
+}""")
+    profile = OptimizationProfile({"x": ((1, 1), (2, 3), (4, 5))})
+    plan = Builder(BuilderConfig(profiles=(profile,), optimization_level=0)).build(parse_onnx(model))
+    plan = dataclasses.replace(plan, device=dataclasses.replace(plan.device, backend="cuda", name="NVIDIA H200",
+                                                                 compute_capability=(9, 0)))
+    path = workdir / "host_layers.plan"
+    plan.save(str(path))
+    assert main(["inspect", str(path), "--json"]) == 0
+    placed = {layer["op"]: layer["runs_on"] for layer in json.loads(capsys.readouterr().out)["layers"]}
+    assert placed == {"Shape": "host", "Gather": "host", "Unsqueeze": "host", "Concat": "host",
+                      "Reshape": "device", "Exp": "device"}
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "runs on" in out and "4 layer(s) of shape arithmetic run on the host" in out
+
+
 def test_inspect_onnx_reports_unsupported_ops_without_failing(capsys, workdir, model_path):
     assert main(["inspect", str(model_path)]) == 0
     out = capsys.readouterr().out

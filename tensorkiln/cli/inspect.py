@@ -19,6 +19,7 @@ from ..errors import ModelLoadError, TensorkilnError
 from ..ir import DType, Graph, format_graph, format_shape
 from ..ops import infer_graph_types
 from ..passes import default_pipeline, run_pipeline
+from ..runtime.host_values import find_host_values
 from .report import make_console, one_line
 from .shapes import format_dims
 from .usage import KilnArgumentParser
@@ -106,10 +107,23 @@ def engine_info(plan: EnginePlan, path: Path, size: int) -> dict[str, Any]:
                    for t in plan.inputs],
         "outputs": [{"name": t.name, "dtype": t.dtype.short if t.dtype else None, "shape": _shape_json(t.shape)}
                     for t in plan.outputs],
-        "layers": plan.layers,
+        "layers": _layers_with_placement(plan),
         "memory": plan.memory,
         "build_info": plan.build_info,
     }
+
+
+def _layers_with_placement(plan: EnginePlan) -> list[dict[str, Any]]:
+    """plan.layers; on a GPU engine each also says where it runs: shape arithmetic runs on the
+    host (runtime/host_values.py, as the runtime decides when it loads the plan), the rest on
+    the device."""
+    layers = plan.layers
+    if plan.device.backend == "cpu":
+        return layers
+    on_host = find_host_values(plan.graph).layers
+    for i, layer in enumerate(layers):
+        layer["runs_on"] = "host" if i in on_host else "device"
+    return layers
 
 
 def _shape_text(shape: Optional[list]) -> str:
@@ -136,14 +150,20 @@ def print_engine(console: Console, info: dict[str, Any]) -> None:
     layers = Table(title=f"Layers ({len(info['layers'])})")
     # The stream column only for engines with layers on auxiliary streams (0: the caller's stream).
     on_streams = any(layer.get("stream") for layer in info["layers"])
+    # The "runs on" column only for engines with layers on the host (shape arithmetic).
+    on_host = any(layer.get("runs_on") == "host" for layer in info["layers"])
     for column in ("#", "name", "op", "tactic", "precision") + (("stream",) if on_streams else ()) + (
-            "inputs -> outputs",):
+            ("runs on",) if on_host else ()) + ("inputs -> outputs",):
         layers.add_column(column, overflow="fold")
     for i, layer in enumerate(info["layers"]):
         ins = ", ".join("_" if x is None else x for x in layer["inputs"])
         stream = (str(layer.get("stream", 0)),) if on_streams else ()
+        place = (layer["runs_on"],) if on_host else ()
         layers.add_row(str(i), escape(layer["name"]), escape(layer["op"]), escape(layer["tactic"]),
-                       escape(layer["precision"]), *stream, escape(f"{ins} -> {', '.join(layer['outputs'])}"))
+                       escape(layer["precision"]), *stream, *place, escape(f"{ins} -> {', '.join(layer['outputs'])}"))
+    if on_host:
+        count = sum(1 for layer in info["layers"] if layer.get("runs_on") == "host")
+        console.print(f"  {count} layer(s) of shape arithmetic run on the host: no kernel, no device sync")
     console.print(layers)
     console.print("[bold]Memory plan[/bold]")
     for key, value in info["memory"].items():
