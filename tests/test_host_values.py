@@ -160,3 +160,28 @@ def test_dynamic_shapes_capture_a_cuda_graph(rng):
             np.testing.assert_allclose(b[name].cpu().numpy(), want[name], rtol=tol.rtol, atol=tol.atol, err_msg=name)
     assert graph.warnings == [], graph.warnings
     assert len(graph._graphs.captured_signatures) == 3
+
+
+@cuda
+def test_a_context_keeps_at_most_max_graphs(rng, monkeypatch):
+    """Past MAX_GRAPHS the least recently used graph is released; its shape, back again, warms
+    up and captures anew, with the same results."""
+    from tensorkiln.runtime import cuda_graph
+    monkeypatch.setattr(cuda_graph, "MAX_GRAPHS", 2)
+    monkeypatch.setattr(cuda_graph, "MAX_SIGNATURES", 3)
+    model, plan = _plan(SHAPE_MODEL, "cuda", tf32=False,
+                        profiles=(_dynamic_profile((1, 1, 8), (2, 4, 8), (4, 8, 8)),))
+    engine = Runtime("cuda").load(plan)
+    eager = engine.create_execution_context(cuda_graph=False)
+    graph = engine.create_execution_context()
+    graphs = graph._graphs
+    for batch, length in ((2, 3), (1, 6), (4, 8), (2, 3), (3, 5), (1, 2), (2, 3)):
+        feeds = {"x": torch.from_numpy(_inputs(rng, batch, length)["x"]).cuda()}
+        for _ in range(3):  # warm-up, capture, replay
+            a, b = eager.execute(feeds), graph.execute(feeds)
+            assert all(torch.equal(a[name], b[name]) for name in a)
+        # A signature is ((shape, dtype) per input); this model has one input.
+        captured = [tuple(key[0][0]) for key in graphs.captured_signatures]
+        assert len(captured) <= 2 and captured[-1] == (batch, length, 8), captured
+        assert len(graphs._entries) <= 3
+    assert graph.warnings == [], graph.warnings

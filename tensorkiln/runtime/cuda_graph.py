@@ -16,6 +16,11 @@ Life of a signature (the inputs' shapes and dtypes):
    preallocated ones). The graph leaves out the Cast layers that only convert a value into
    an output's dtype (GraphExecutor.deferring_output_casts): this copy converts instead.
 
+A context keeps at most MAX_GRAPHS captured graphs. An engine serving many input shapes (a
+dynamic batch and sequence length) would otherwise hold one graph and its static buffers per
+shape it ever saw; past the cap, the least recently used graph is released, and its shape, if
+it comes back, starts again at step 1.
+
 All graphs of one context share one memory pool. That is safe because a context runs
 one inference at a time: each replay's outputs are copied out on the replay's stream
 right after the replay, before any other graph of the pool can run, and a call on a
@@ -30,6 +35,7 @@ captured, and every later call runs eagerly.
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -39,6 +45,11 @@ from ..ir import Graph, TensorType
 
 Signature = tuple
 RunFn = Callable[[Sequence[Any]], list[Any]]
+
+# Captured graphs one context keeps (least recently used released first), and signatures it
+# remembers in all (those seen once, warm-up only, included).
+MAX_GRAPHS = 64
+MAX_SIGNATURES = 4 * MAX_GRAPHS
 
 
 def capture_blocker(graph: Graph) -> Optional[str]:
@@ -116,7 +127,7 @@ class CudaGraphs:
 
     def __init__(self, device: torch.device):
         self.device = device
-        self._entries: dict[Signature, _Entry] = {}
+        self._entries: OrderedDict[Signature, _Entry] = OrderedDict()  # least recently used first
         self._pool: Any = None
         self._capture_stream: Optional[torch.cuda.Stream] = None
         self._index = device.index if device.index is not None else torch.cuda.current_device()
@@ -138,8 +149,10 @@ class CudaGraphs:
     def wants_eager(self, key: Signature) -> bool:
         """True for a signature's first call (the warm-up), which the caller runs eagerly."""
         entry = self._entries.setdefault(key, _Entry())
+        self._entries.move_to_end(key)
         if entry.graph is None and entry.eager_calls == 0:
             entry.eager_calls += 1
+            self._release_beyond_caps(key)
             return True
         return False
 
@@ -156,9 +169,28 @@ class CudaGraphs:
         _copy_into(statics, feeds)
         if entry.graph is None:
             self._capture(entry, statics, run_eagerly, in_tf32_scope)
+            self._release_beyond_caps(key)
         else:
             entry.graph.replay()
         return entry.static_outputs
+
+    def _release_beyond_caps(self, current: Signature) -> None:
+        """Forget the least recently used signatures beyond MAX_SIGNATURES, and release the least
+        recently used graphs beyond MAX_GRAPHS (never `current`'s). Safe between calls: a call's
+        outputs are copied out of its graph before the next call starts."""
+        captured = [k for k, e in self._entries.items() if e.graph is not None]
+        for key in captured[:max(0, len(captured) - MAX_GRAPHS)]:
+            if key != current:
+                self._forget(key)
+        for key in list(self._entries)[:max(0, len(self._entries) - MAX_SIGNATURES)]:
+            if key != current:
+                self._forget(key)
+
+    def _forget(self, key: Signature) -> None:
+        entry = self._entries.pop(key)
+        graph, entry.graph, entry.static_outputs, entry.static_inputs = entry.graph, None, [], None
+        if graph is not None:
+            graph.reset()  # its memory goes back to the context's pool
 
     def finished(self) -> None:
         """Mark the end of this call's use of the static buffers (outputs copied out)."""

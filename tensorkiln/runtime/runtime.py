@@ -14,7 +14,7 @@ from ..ir import Node, OptionalType
 from ..tactics import find_tactic
 from ..tactics.device import describe_device, parse_device
 from ..tactics.streams import AuxStreams
-from .cuda_graph import CudaGraphs, capture_blocker, copy_out, signature
+from .cuda_graph import MAX_SIGNATURES, CudaGraphs, capture_blocker, copy_out, signature
 from .executor import GraphExecutor, TacticFn
 from .profiler import LayerProfile, StepTimer, layer_profile
 from .io import (check_inputs, copy_into_user_buffers, device_to_host, missing_or_extra, to_runtime_value,
@@ -220,9 +220,15 @@ class ExecutionContext:
         key = signature(like)
         if key not in self._checked:
             check_inputs(self._specs, dict(zip([s.name for s in self._specs], like)))
-            self._checked.add(key)
+            self._remember_checked(key)
         statics = self._graphs.static_inputs(key, like)
         return {s.name: t for s, t in zip(self._specs, statics)}
+
+    def _remember_checked(self, key: tuple) -> None:
+        # Bounded like the graphs (cuda_graph.MAX_SIGNATURES): a server sees many shapes.
+        if len(self._checked) >= MAX_SIGNATURES:
+            self._checked.clear()
+        self._checked.add(key)
 
     def _stream_scope(self, stream: Optional["torch.cuda.Stream"]) -> Any:
         if stream is None:
@@ -270,7 +276,7 @@ class ExecutionContext:
         key = signature([values[s.name] for s in self._specs if s.is_tensor])
         if key not in self._checked:
             check_inputs(self._specs, values)
-            self._checked.add(key)
+            self._remember_checked(key)
         feeds = [values[s.name] for s in self._specs]
         as_numpy = not any_torch
         if graphs is not None and self.engine._cuda_graph_failure is None and not graphs.wants_eager(key):
