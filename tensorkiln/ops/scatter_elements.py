@@ -20,19 +20,22 @@ def scatter_elements(data: torch.Tensor, axis: int, idx: torch.Tensor, updates: 
     axis = normalize_axis(axis, data.dim())
     size = int(data.shape[axis])
     idx, outside = bounded_indices(idx, size, what, axis)
-    if outside is not None:
+    work = movable(data) if reduction == "none" else to_compute(data, reduction)
+    if outside is None:
+        work = work.clone()
+    else:
         # On a GPU an update outside data goes to a spare slot past the end of the axis, dropped after.
         idx = torch.where(outside, size, idx)
-        spare = list(data.shape)
+        spare = list(work.shape)
         spare[axis] = 1
-        data = torch.cat([data, data.new_zeros(spare)], axis)
+        work = torch.cat([work, work.new_zeros(spare)], axis)  # a fresh tensor, as clone() gives
     if reduction == "none":
-        out = movable(data).scatter(axis, idx, movable(updates)).view(data.dtype)
+        work.scatter_(axis, idx, movable(updates))
     else:
-        work = to_compute(data, reduction).scatter_reduce(axis, idx, to_compute(updates, reduction),
-                                                          _REDUCE[reduction], include_self=True)
-        out = from_compute(work, data.dtype, reduction)
-    return out if outside is None else out.narrow(axis, 0, size).contiguous()
+        work.scatter_reduce_(axis, idx, to_compute(updates, reduction), _REDUCE[reduction], include_self=True)
+    if outside is not None:
+        work = work.narrow(axis, 0, size).contiguous()
+    return work.view(data.dtype) if reduction == "none" else from_compute(work, data.dtype, reduction)
 
 
 @register

@@ -11,7 +11,8 @@ the dims they read are static. Where such a Reshape target is known except for e
 are the reshaped tensor's own dims at the same position, those entries become 0 ("copy this
 dim"), so the target is constant even with a dynamic batch. Types are re-inferred node by
 node as folding proceeds, and the pass runs to a fixed point, so a folded shape makes
-downstream shapes known.
+downstream shapes known. Each round first gives the dims the analysis works out their names
+(symbolic_dims.write_dim_names), so the passes after see equal dims as equal.
 
 Only the top-level graph is folded; subgraphs (If/Loop/Scan bodies) are run whole when
 their node's inputs and captures are all constant. Graph outputs keep being produced by
@@ -31,7 +32,7 @@ from ..ops import RunContext, get_op
 from ..ops.infer import infer_node
 from .context import PassContext
 from .noops import all_names
-from .symbolic_dims import ShapeAnalysis, analyze_shapes
+from .symbolic_dims import ShapeAnalysis, analyze_shapes, write_dim_names
 
 # Folded outputs larger than this stay computed at run time: a small expression that
 # expands into a huge constant (ConstantOfShape, Tile, Expand) would bloat the engine file.
@@ -70,6 +71,7 @@ class _Folder:
         output_names = {v.name for v in self.graph.outputs}
         # Folding below only turns values into equal constants, so this stays true for the round.
         shapes = analyze_shapes(self.graph, self.ctx.dim_bounds)
+        write_dim_names(self.graph, shapes, self.ctx)
         kept: list[Node] = []
         for node in self.graph.nodes:
             infer_node(node)

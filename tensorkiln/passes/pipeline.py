@@ -27,7 +27,6 @@ from .prune import prune_unused_inputs
 from .attention_masks import narrow_attention_masks
 from .recognize import recognize_attention, recognize_patterns
 from .sibling_gemms import merge_sibling_gemms
-from .symbolic_dims import name_symbolic_dims
 from .skip_layer_norm import fuse_skip_layer_norms
 
 Pass = Callable[[Graph, PassContext], Graph]
@@ -46,8 +45,7 @@ OPTIMIZING_PIPELINE: tuple[Pass, ...] = (
     # Before folding: an input read only through its static shape stays an engine input.
     prune_unused_inputs,
     remove_noops,
-    # Before folding: named dims let Shape arithmetic on them fold and Reshape targets copy dims.
-    name_symbolic_dims,
+    # Names the dims run-time shape arithmetic computes (symbolic_dims.py) as it folds.
     fold_constants,
     # After folding, so equal folded constants merge; then folded Reshape targets reveal
     # Reshapes to the same shape.

@@ -20,6 +20,9 @@ Where a value's dim comes out as a graph input's dim symbol or a number, and its
 name or only an invented one (``unk__N``, or none), the type takes it. An invented name that
 equals such a dim is replaced everywhere it appears. Later passes then see equal dims as equal.
 A graph with no symbolic input dims is left alone.
+
+fold_constants runs the analysis in each of its rounds: it folds the shape values found to be
+numbers and names the dims (write_dim_names). `name_symbolic_dims` is the naming on its own.
 """
 
 from __future__ import annotations
@@ -540,11 +543,19 @@ def analyze_shapes(graph: Graph, bounds: dict[str, int]) -> ShapeAnalysis:
 
 
 def name_symbolic_dims(graph: Graph, ctx: PassContext) -> Graph:
-    if not any(isinstance(v.type, TensorType) and v.type.shape is not None
-               and any(isinstance(d, str) for d in v.type.shape) for v in graph.inputs):
-        return graph
-    analysis = analyze_shapes(graph, ctx.dim_bounds)
+    """The naming on its own: analyze, then name. The pipeline's fold_constants does both in each
+    of its rounds, with the one analysis it folds from."""
+    if any(isinstance(v.type, TensorType) and v.type.shape is not None
+           and any(isinstance(d, str) for d in v.type.shape) for v in graph.inputs):
+        write_dim_names(graph, analyze_shapes(graph, ctx.dim_bounds), ctx)
+    return graph
+
+
+def write_dim_names(graph: Graph, analysis: ShapeAnalysis, ctx: PassContext) -> None:
+    """Give each value's unnamed or invented dims the number or input dim `analysis` found."""
     names = analysis.input_symbols
+    if not names:
+        return  # static inputs: every dim that can be known is a number already
     for node in graph.nodes:
         for v in node.outputs:
             new = _named_shape(v, analysis.shapes.get(v.name), names, analysis.aliases)
@@ -552,7 +563,6 @@ def name_symbolic_dims(graph: Graph, ctx: PassContext) -> Graph:
                 ctx.rewrote(NAME_RULE, v.name, f"{TensorType(v.type.dtype, v.type.shape)} -> "
                                                f"{TensorType(v.type.dtype, new)}")
                 v.type = TensorType(v.type.dtype, new)
-    return graph
 
 
 def _named_shape(v: Value, computed: SymShape, names: set[str], aliases: dict[str, Expr]) -> Optional[tuple[Dim, ...]]:

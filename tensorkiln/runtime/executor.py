@@ -128,7 +128,8 @@ class GraphExecutor:
             if node.op_type != "Cast" or node.domain not in ("", "ai.onnx") or step.outs[0] not in outputs:
                 continue
             source, target = node.inputs[0], node.outputs[0]
-            if (step.index in self.host.layers or readers.get(step.outs[0], 0) or self.output_slots.count(step.outs[0]) != 1
+            if (step.index in self.host.layers or readers.get(step.outs[0], 0)
+                    or self.output_slots.count(step.outs[0]) != 1
                     or source.dtype not in _FOLDABLE_CAST_DTYPES or target.dtype not in _FOLDABLE_CAST_DTYPES
                     or step.ins[0] in self.input_slots or self.template[step.ins[0]] is not None):
                 continue

@@ -474,7 +474,9 @@ def test_fold_equal_and_where_on_a_partly_symbolic_shape(rng):
                  "m = Mul(ones, minus1)\ne = Equal(s, m)\nt = Where(e, ones, s)\ny = Expand(x, t)",
                  "int64[1] minus1 = {-1}")
     graph, ctx = run_passes(text, fold_constants)
-    assert ctx.rewrites == {"shape_fold": 2, "constant_fold": 2}
+    # Folding names dims too (symbolic_dims.write_dim_names): here the Expand's output, [N, 3].
+    assert ctx.rewrites == {"shape_fold": 2, "constant_fold": 2, "name_symbolic_dims": 2}
+    assert graph.nodes[-1].outputs[0].shape == ("N", 3)
     assert live_ops(graph) == ["Shape", "Where", "Expand"]
     where = next(n for n in graph.nodes if n.op_type == "Where")
     assert where.inputs[0].const.tolist() == [False, False]
