@@ -23,6 +23,9 @@ in FP16 and in FP32 with TF32 allowed ("tf32"; strict "fp32" on request). For ea
     cache (where BuilderConfig has a timing cache; else "n/a"), then engine load + first
     inference from the serialized plan in a fresh Runtime; the engine timed is that
     loaded one. CUDA graphs are used where the runtime offers them (the output says so);
+  * in FP16 every system takes and gives fp16 tensors: the peers run model.half() on inputs cast
+    to fp16, and tensorkiln's engine is built with fp16 I/O formats for its float32 inputs and
+    outputs (trtexec's --inputIOFormats=fp16:chw --outputIOFormats=fp16:chw; the "I/O" column);
   * torch.compile: mode="reduce-overhead" (CUDA graphs); "max-autotune" with
     --max-autotune (slow to compile); compile + warm-up time reported, outside the timing;
   * with --profile (default on): one profiled call per system (torch.profiler, CUDA
@@ -153,6 +156,8 @@ class BuildRow:
     timing_cache: str = "n/a"
     # Auxiliary streams the engine uses, and of how many independent branches they run.
     aux_streams: str = "n/a"
+    # The dtype of the engine's float inputs and outputs ("as declared": the model's float32).
+    io_formats: str = "as declared"
     error: str = ""
 
 
@@ -341,11 +346,16 @@ def tensorkiln_system(bundle: ModelBundle, workload: Workload, precision: str, d
     if cache_field is not None:
         config_args[cache_field] = str(cache_path)
         build.timing_cache = f"BuilderConfig.{cache_field}"
-    config = BuilderConfig(**config_args)
-
     started = time.perf_counter()
     graph = parse_onnx(bundle.onnx_model)
     build.parse_seconds = time.perf_counter() - started
+    if precision == "fp16" and _config_field("input_formats") and _config_field("output_formats"):
+        # The fp16 peers take and give fp16 tensors (a model.half() module): so does this engine
+        # (trtexec's --inputIOFormats=fp16:chw --outputIOFormats=fp16:chw), converting nothing at its boundary.
+        config_args["input_formats"] = _float32_names(graph.inputs)
+        config_args["output_formats"] = _float32_names(graph.outputs)
+        build.io_formats = "fp16"
+    config = BuilderConfig(**config_args)
     started = time.perf_counter()
     plan = Builder(config).build(graph)
     _sync(device)
@@ -395,6 +405,11 @@ def tensorkiln_system(bundle: ModelBundle, workload: Workload, precision: str, d
                           status=lambda: _graph_state(context, device), layer_report=layer_report)
     system.input_dtype = next((d for d in dtypes.values() if d.is_floating_point), None)
     return system
+
+
+def _float32_names(values: Sequence[Any]) -> dict[str, str]:
+    """{name: 'fp16'} for the float32 tensors among graph inputs or outputs."""
+    return {v.name: "fp16" for v in values if getattr(v.type, "dtype", None) is not None and v.type.dtype.short == "float32"}
 
 
 def _aux_stream_text(streams: Optional[dict[str, Any]]) -> str:
@@ -580,20 +595,21 @@ def table_rows(report: Report) -> list[list[str]]:
 HEADERS = ["workload", "precision", "system", "throughput", "median ms", "p99 ms", "host ms", "vs best peer",
            "max abs err", "err vs fp32", "check"]
 BUILD_HEADERS = ["workload", "precision", "parse+build cold s", "build warm cache s", "load + 1st inference ms",
-                 "layers", "CUDA graphs", "aux streams", "tactics (count)"]
+                 "layers", "I/O", "CUDA graphs", "aux streams", "tactics (count)"]
 
 
 def build_rows(report: Report) -> list[list[str]]:
     out = []
     for b in report.builds:
         if b.error:
-            out.append([b.workload, b.precision, "—", "—", "—", "—", "—", "—", f"ERROR: {b.error}"])
+            out.append([b.workload, b.precision, "—", "—", "—", "—", "—", "—", "—", f"ERROR: {b.error}"])
             continue
         warm = "n/a" if b.build_warm_seconds is None else (
             f"{b.build_warm_seconds:.2f}" + ("" if b.warm_same_tactics else " (tactics differ!)"))
         tactics = ", ".join(f"{k} {v}" for k, v in list(b.tactics.items())[:6])
         out.append([b.workload, b.precision, _num(b.build_cold_seconds, ".2f"), warm,
-                    _num(b.load_first_inference_ms, ".1f"), str(b.layers), b.cuda_graphs, b.aux_streams, tactics])
+                    _num(b.load_first_inference_ms, ".1f"), str(b.layers), b.io_formats, b.cuda_graphs, b.aux_streams,
+                    tactics])
     return out
 
 

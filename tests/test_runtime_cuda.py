@@ -338,6 +338,39 @@ def test_graph_copy_out_performs_the_output_casts():
 
 
 @cuda
+def test_fp16_io_formats_on_the_gpu():
+    """An fp16 engine with fp16 I/O formats converts nothing at its boundary: no Cast layers,
+    fp16 tensors in and out, CUDA graph and eager identical, within fp16 tolerance of fp32 torch."""
+    model = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    mlp (float[N,64] x) => (float[N,32] y) {
+        h = MatMul(x, w1)
+        a = Relu(h)
+        y = MatMul(a, w2)
+    }
+    """)
+    gen = np.random.default_rng(0)
+    w1, w2 = (gen.uniform(-0.2, 0.2, s).astype(np.float32) for s in ((64, 48), (48, 32)))
+    model.graph.initializer.extend([numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    engine = _engine(model, fp16=True, input_formats={"x": "fp16"}, output_formats={"y": "fp16"})
+    assert [s.dtype.short for s in engine.inputs] == ["float16"]
+    assert not [n for n in engine.plan.graph.nodes if n.op_type == "Cast"]
+    eager, graph = engine.create_execution_context(cuda_graph=False), engine.create_execution_context()
+    tol = tolerance_for("fp16")
+    for _ in range(3):
+        x = torch.from_numpy(gen.uniform(-1, 1, (5, 64)).astype(np.float16)).cuda()
+        want, got = eager.execute({"x": x})["y"], graph.execute({"x": x})["y"]
+        assert got.dtype == torch.float16 and torch.equal(got, want)
+        expected = torch.relu(x.float() @ torch.from_numpy(w1).cuda()) @ torch.from_numpy(w2).cuda()
+        torch.testing.assert_close(got.float(), expected, rtol=tol.rtol, atol=tol.atol)
+    assert graph._graphs.captured_signatures
+    host = graph.execute({"x": x.cpu().numpy()})
+    assert host["y"].dtype == np.float16 and np.array_equal(host["y"], want.cpu().numpy())
+    with pytest.raises(ShapeError, match="input 'x' must be float16, got float32"):
+        graph.execute({"x": x.float()})
+
+
+@cuda
 def test_static_input_buffers_skip_the_copy(rng):
     model = elementwise_model()
     ctx = _engine(model).create_execution_context()

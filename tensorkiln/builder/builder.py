@@ -22,6 +22,7 @@ from ..planner import compute_liveness, memory_summary
 from ..planner.arena import value_nbytes
 from ..planner.memory import peak_activation_bytes
 from ..precision import assign_precisions, precision_name
+from ..precision.io_formats import boundary_dtypes
 from ..tactics import select_tactic
 from ..tactics.autotune import TuningOptions, timing_environment, tune_graph
 from ..tactics.select import TacticChoice
@@ -46,6 +47,7 @@ class Builder:
         for p in config.profiles:
             p.validate(graph)
         _check_inputs_typed(graph)
+        input_dtypes, output_dtypes = boundary_dtypes(graph, config.input_formats, config.output_formats)
         _fix_dims_the_profiles_fix(graph, config.profiles)
         infer_graph_types(graph)
         declared_inputs = [v.name for v in graph.inputs]
@@ -53,7 +55,8 @@ class Builder:
                                       dim_bounds=_dim_bounds(graph, config.profiles))
         precision = assign_precisions(graph, fp16=config.fp16, bf16=config.bf16,
                                       layer_precisions=config.layer_precisions,
-                                      constraints=config.precision_constraints)
+                                      constraints=config.precision_constraints,
+                                      input_dtypes=input_dtypes, output_dtypes=output_dtypes)
         if config.debug:
             try:
                 verify(graph)

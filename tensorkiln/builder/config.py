@@ -8,6 +8,7 @@ from typing import Any, Mapping, Optional, Sequence
 from ..errors import ConfigError
 from ..ir import Graph, format_shape
 from ..precision import check_layer_precisions
+from ..precision.io_formats import io_format_dtype
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,11 @@ class BuilderConfig:
     # other (trtexec's --maxAuxStreams); a branch gets one only where that was timed faster.
     # None: as many as the kept branches need, up to DEFAULT_MAX_AUX_STREAMS; 0: none.
     max_aux_streams: Optional[int] = None
+    # I/O formats (trtexec's --inputIOFormats / --outputIOFormats): tensor name -> the dtype the
+    # engine takes that input in or gives that output in ("fp16", "bf16", or the declared type).
+    # A float32 tensor may cross as fp16 or bf16; precision/io_formats.py has the rules.
+    input_formats: Mapping[str, str] = field(default_factory=dict)
+    output_formats: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.profiles, tuple):
@@ -108,6 +114,11 @@ class BuilderConfig:
         if self.workspace_bytes is not None and self.workspace_bytes < 0:
             raise ConfigError(f"workspace_bytes (--memPoolSize=workspace:N) must be >= 0, got {self.workspace_bytes}")
         object.__setattr__(self, "layer_precisions", dict(self.layer_precisions))
+        for side in ("input_formats", "output_formats"):
+            formats = dict(getattr(self, side))
+            for name, text in formats.items():
+                io_format_dtype(text, f"{side} of '{name}'")
+            object.__setattr__(self, side, formats)
         check_layer_precisions(self.layer_precisions, self.precision_constraints)
 
     def to_json(self) -> dict[str, Any]:

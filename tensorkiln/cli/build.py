@@ -17,6 +17,7 @@ from ..ir import Graph
 from ..precision import CONSTRAINTS
 from ..tactics.autotune import BUILTIN_SOURCES, parse_tactic_sources
 from .device import resolve_device
+from .io_formats import parse_io_formats
 from .report import Log
 from .shapes import ShapeFlags, build_profile, format_dims, parse_shape_spec, split_items, split_name_value
 from .usage import KilnArgumentParser, UsageError
@@ -63,6 +64,11 @@ def make_parser() -> KilnArgumentParser:
     p.add_argument("--precision-constraints", dest="precision_constraints", choices=CONSTRAINTS, default=None,
                    help="none: ignore --layer-precisions (default); prefer: honour them where a layer can run "
                         "so; obey: honour them always, also for numerically sensitive layers, or fail")
+    p.add_argument("--input-io-formats", dest="input_io_formats", metavar="SPEC",
+                   help="type:chw[,type:chw...] the engine takes its inputs in, e.g. fp16:chw: one spec for every "
+                        "float32 input, or one per input in order (trtexec's --inputIOFormats)")
+    p.add_argument("--output-io-formats", dest="output_io_formats", metavar="SPEC",
+                   help="type:chw[,type:chw...] the engine gives its outputs in (trtexec's --outputIOFormats)")
     p.add_argument("--shapes", action="append", metavar="SPEC", help="fixed input shapes, e.g. x:1x3x224x224")
     p.add_argument("--min-shapes", dest="min_shapes", action="append", metavar="SPEC", help="profile minimum shapes")
     p.add_argument("--opt-shapes", dest="opt_shapes", action="append", metavar="SPEC",
@@ -372,6 +378,9 @@ def run(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> 
     config = BuilderConfig(device=device, tf32=not args.no_tf32, fp16=args.fp16, bf16=args.bf16,
                            profiles=(profile,) if profile else (), debug=args.debug,
                            layer_precisions=layer_precisions, precision_constraints=constraints,
+                           input_formats=parse_io_formats(args.input_io_formats, graph.inputs, "--input-io-formats"),
+                           output_formats=parse_io_formats(args.output_io_formats, graph.outputs,
+                                                           "--output-io-formats"),
                            **optimization_level(args.level, "--optimization-level"),
                            **tuning_config(args, KILN_TUNING_FLAGS, log))
     plan = build_engine(graph, config, log)

@@ -24,6 +24,7 @@ from ..version import __version__
 from .build import (TRTEXEC_TUNING_FLAGS, add_tuning_flags, build_engine, optimization_level,
                     parse_layer_precisions, precision_options, save_engine, shape_flags_from, tuning_config)
 from .device import resolve_exec_device
+from .io_formats import formatted, parse_io_formats
 from .ref_outputs import add_reference_flags, check_reference_outputs, validate_reference_flags
 from .report import IterationTimes, Log, print_layer_profile, print_performance_summary, print_trace_averages
 from .shapes import ShapeFlags, build_profile, format_dims, run_shapes
@@ -81,6 +82,11 @@ def make_parser() -> KilnArgumentParser:
     build.add_argument("--precisionConstraints", choices=CONSTRAINTS, default=None, metavar="none|prefer|obey",
                        help="none = no constraints (default); prefer = meet --layerPrecisions where possible; "
                             "obey = meet them or fail")
+    build.add_argument("--inputIOFormats", metavar="SPEC",
+                       help="type:chw[,type:chw...] the engine takes its inputs in, e.g. fp16:chw: one spec for "
+                            "every float32 input, or one per input in order (a float32 tensor may be fp16 or bf16)")
+    build.add_argument("--outputIOFormats", metavar="SPEC",
+                       help="type:chw[,type:chw...] the engine gives its outputs in, as --inputIOFormats")
     build.add_argument("--builderOptimizationLevel", type=int, default=None, metavar="N",
                        help="0: only the required passes; >= 1 folds, eliminates and fuses (default 3); layer "
                             "names (for --layerPrecisions) depend on it")
@@ -170,6 +176,8 @@ def _check_combination(args: argparse.Namespace, log: Log) -> None:
                                          ("--minShapes", args.min_shapes), ("--optShapes", args.opt_shapes),
                                          ("--maxShapes", args.max_shapes), ("--layerPrecisions", args.layerPrecisions),
                                          ("--precisionConstraints", args.precisionConstraints),
+                                         ("--inputIOFormats", args.inputIOFormats is not None),
+                                         ("--outputIOFormats", args.outputIOFormats is not None),
                                          ("--builderOptimizationLevel", args.builderOptimizationLevel is not None),
                                          ("--avgTiming", args.avg_timing is not None),
                                          ("--minTiming", args.min_timing is not None),
@@ -212,7 +220,10 @@ def run(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> 
 
         log.info(f"Parsing ONNX model '{args.onnx}'")
         graph = parse_onnx(args.onnx)
-        file_arrays = read_input_files([p for p in file_pairs if not is_raw(p[1])], graph.inputs, {}, "--loadInputs")
+        input_formats = parse_io_formats(args.inputIOFormats, graph.inputs, "--inputIOFormats")
+        output_formats = parse_io_formats(args.outputIOFormats, graph.outputs, "--outputIOFormats")
+        file_arrays = read_input_files([p for p in file_pairs if not is_raw(p[1])],
+                                       formatted(graph.inputs, input_formats), {}, "--loadInputs")
         build_flags = ShapeFlags(shapes=merge_file_shapes(flags.shapes, shapes_of(file_arrays), "--shapes"),
                                  min=flags.min, opt=flags.opt, max=flags.max, names=flags.names)
         warnings: list[str] = []
@@ -224,7 +235,8 @@ def run(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> 
             ("--layerPrecisions", "--precisionConstraints"), log)
         config = BuilderConfig(device=device, tf32=not args.noTF32, fp16=args.fp16, bf16=args.bf16,
                                profiles=(profile,) if profile else (), layer_precisions=layer_precisions,
-                               precision_constraints=constraints,
+                               precision_constraints=constraints, input_formats=input_formats,
+                               output_formats=output_formats,
                                **optimization_level(args.builderOptimizationLevel, "--builderOptimizationLevel"),
                                **tuning_config(args, TRTEXEC_TUNING_FLAGS, log),
                                tuning_progress=True if args.verbose else None)
@@ -295,6 +307,8 @@ def _print_options(log: Log, args: argparse.Namespace, device: str, iterations: 
         log.info(f"Precision: {'+'.join(precisions)}{'' if args.noTF32 else ' (TF32 allowed)'}")
         log.info(f"Precision constraints: {args.precisionConstraints or 'None'}")
         log.info(f"Layer precisions: {','.join(args.layerPrecisions or []) or 'none'}")
+        log.info(f"Input(s) format: {args.inputIOFormats or 'as declared (linear)'}")
+        log.info(f"Output(s) format: {args.outputIOFormats or 'as declared (linear)'}")
         log.info(f"Tactic timing: avgTiming {args.avg_timing or 8}, minTiming {args.min_timing or 1}; "
                  f"tactic sources: {args.tactic_sources or 'default'}")
         cache = "disabled" if args.no_builder_cache else (args.timing_cache_file or "in memory (this build only)")

@@ -238,7 +238,7 @@ def _float32_inputs(node: Node, original: Mapping[str, Optional[DType]]) -> list
 
 class _Assigner:
     def __init__(self, graph: Graph, allowed_low: Sequence[DType], requests: Mapping[str, Request],
-                 constraints: str):
+                 constraints: str, input_dtypes: Mapping[str, DType], output_dtypes: Mapping[str, DType]):
         self.graph = graph
         self.allowed_low = tuple(allowed_low)
         self.default_low = self.allowed_low[0] if self.allowed_low else None
@@ -261,6 +261,14 @@ class _Assigner:
             if v.dtype is not None:
                 self.versions[v.name] = {v.dtype: v}
         self.consts = {v.name: v for v in graph.initializers}
+        # I/O formats (io_formats.py): an input that arrives in another dtype is that dtype's
+        # version of its float32 tensor; an output may leave in another dtype.
+        self.output_dtypes = dict(output_dtypes)
+        for v in graph.inputs:
+            arrives = input_dtypes.get(v.name)
+            if arrives is not None:
+                v.type = TensorType(arrives, v.shape)
+                self.versions[v.name] = {arrives: v}
         self.report = PrecisionReport(tuple(precision_name(d) for d in (DType.FLOAT32, *self.allowed_low)),
                                       constraints)
 
@@ -358,6 +366,7 @@ class _Assigner:
                 node.meta["precision_reason"] = reason
             label = precision_name(precision)
             self.report.counts[label] = self.report.counts.get(label, 0) + 1
+        self._convert_outputs(new_nodes)
         self.graph.nodes = new_nodes
         self._drop_unused_initializers()
         return self.report
@@ -412,7 +421,11 @@ class _Assigner:
                 if v.dtype is not None:
                     self.versions[v.name] = {v.dtype: v}
                 continue
-            if v.name in self.pinned:
+            if self.output_dtypes.get(v.name) == new_type.dtype:
+                # An output whose I/O format is this precision leaves as it is made: no Cast back.
+                v.type = new_type
+                self.versions[v.name] = {new_type.dtype: v}
+            elif v.name in self.pinned:
                 # Graph outputs and captured tensors keep their dtype under their own name.
                 low = Value(self.names.unique(f"{v.name}_{precision_name(new_type.dtype)}"), new_type)
                 node.outputs[j] = low
@@ -424,6 +437,31 @@ class _Assigner:
         new_nodes.append(node)
         for low, declared in cast_back:
             new_nodes.append(self._cast(declared.name, low, declared, declared.dtype, node.opset))
+
+    def _convert_outputs(self, new_nodes: list[Node]) -> None:
+        """Outputs whose I/O format is not the dtype they came out in: the producer (or the
+        constant) takes a new name, and a Cast at the end gives the output in its format, converted
+        from the widest version there is (fp16 -> bf16 directly would round twice)."""
+        for out in self.graph.outputs:
+            want = self.output_dtypes.get(out.name)
+            if want is None or out.dtype == want:
+                continue
+            held = Value(self.names.unique(f"{out.name}_{precision_name(out.dtype)}"), out.type)
+            for i, v in enumerate(self.graph.initializers):
+                if v is out:
+                    held.const, out.const = out.const, None
+                    self.graph.initializers[i] = held
+                    self.consts.pop(out.name, None)
+            for node in new_nodes:
+                node.outputs = [held if v is out else v for v in node.outputs]
+                node.inputs = [held if v is out else v for v in node.inputs]
+            versions = self.versions.setdefault(out.name, {})
+            for dtype, v in list(versions.items()):
+                if v is out:
+                    versions[dtype] = held
+            source = versions.get(DType.FLOAT32) or held
+            out.type = TensorType(want, out.shape)
+            new_nodes.append(self._cast(out.name, source, out, want, 13))
 
     def _drop_unused_initializers(self) -> None:
         used = {v.name for v in self.graph.outputs}
@@ -460,11 +498,18 @@ def _all_names(graph: Graph) -> set[str]:
 
 def assign_precisions(graph: Graph, *, fp16: bool = False, bf16: bool = False,
                       layer_precisions: Optional[Mapping[str, str]] = None,
-                      constraints: str = "none") -> PrecisionReport:
+                      constraints: str = "none", input_dtypes: Optional[Mapping[str, DType]] = None,
+                      output_dtypes: Optional[Mapping[str, DType]] = None) -> PrecisionReport:
     """Choose each top-level layer's precision and rewrite `graph` in place (Casts inserted,
-    constant weights converted, node.meta["precision"] set). Returns what was done."""
+    constant weights converted, node.meta["precision"] set). Returns what was done.
+    `input_dtypes` / `output_dtypes`: the I/O formats that change a tensor's dtype, as
+    io_formats.boundary_dtypes checked them (names no longer in the graph are ignored)."""
     layer_precisions = dict(layer_precisions or {})
     check_layer_precisions(layer_precisions, constraints)
     requests = match_layer_precisions(graph, layer_precisions) if constraints != "none" else {}
     allowed_low = [d for d, on in ((DType.FLOAT16, fp16), (DType.BFLOAT16, bf16)) if on]
-    return _Assigner(graph, allowed_low, requests, constraints).run()
+    present_inputs = {v.name for v in graph.inputs}
+    present_outputs = {v.name for v in graph.outputs}
+    return _Assigner(graph, allowed_low, requests, constraints,
+                     {n: d for n, d in (input_dtypes or {}).items() if n in present_inputs},
+                     {n: d for n, d in (output_dtypes or {}).items() if n in present_outputs}).run()
