@@ -4,12 +4,12 @@ and whether Triton can be imported (without importing it: CPU installs lack it).
 from __future__ import annotations
 
 import importlib.util
-import weakref
-from typing import Any, Callable, Hashable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
 from ...ir import DType, Node
+from ..derived import DerivedTensors
 from ..registry import Tactic, register_tactic
 
 # The dtypes cuDNN, cuBLAS and the Triton kernels here take; float64 stays on the reference.
@@ -50,39 +50,6 @@ def inputs_dtype_reason(node: Node, allowed: tuple[DType, ...] = FAST_FLOATS) ->
 def triton_missing() -> Optional[str]:
     """"triton is not installed" where it is not; looked up without importing triton."""
     return None if importlib.util.find_spec("triton") is not None else "triton is not installed"
-
-
-class DerivedTensors:
-    """Tensors computed once from a layer's weights (a dtype or memory-format conversion), kept
-    while the weight lives.
-
-    Keyed by the weight's storage address and layout; an entry is used only while it still
-    belongs to the very same tensor object at the same version (an in-place write or a
-    recycled address re-derives), and it disappears when that tensor is freed.
-    """
-
-    def __init__(self) -> None:
-        self._entries: dict[tuple, tuple[weakref.ref, int, Any]] = {}
-
-    def get(self, source: torch.Tensor, purpose: Hashable, derive: Callable[[torch.Tensor], Any]) -> Any:
-        key = (source.data_ptr(), tuple(source.shape), tuple(source.stride()), source.dtype, purpose)
-        entry = self._entries.get(key)
-        version = source._version
-        if entry is not None and entry[0]() is source and entry[1] == version:
-            return entry[2]
-        derived = derive(source)
-        entries = self._entries
-
-        def forget(ref: weakref.ref, key: tuple = key) -> None:
-            current = entries.get(key)
-            if current is not None and current[0] is ref:
-                del entries[key]
-
-        self._entries[key] = (weakref.ref(source, forget), version, derived)
-        return derived
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
 
 def as_dtype(cache: DerivedTensors, t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
