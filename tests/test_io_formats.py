@@ -188,6 +188,13 @@ def test_parse_io_formats_reads_trtexec_specs():
     assert parse_io_formats("fp16", graph.inputs, "--inputIOFormats") == {"x": "fp16", "r": "fp16"}
     assert parse_io_formats("fp16:chw,fp32:linear,int64:chw", graph.inputs, "--inputIOFormats") == \
         {"x": "fp16", "r": "fp32", "ids": "int64"}
+    fp16_model = parse_onnx(onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float16[2] a, int64[2] b) => (float16[2] c) { c = Neg(a) }"""))
+    # Every float tensor (here an fp16 one), so the builder can say why fp32 is refused.
+    assert parse_io_formats("fp32:chw", fp16_model.inputs, "--inputIOFormats") == {"a": "fp32"}
+    with pytest.raises(ConfigError, match="input 'a' cannot take the format float32: it is declared float16"):
+        Builder(BuilderConfig(input_formats={"a": "fp32"})).build(fp16_model)
     assert parse_io_formats("int64:chw", graph.inputs, "--inputIOFormats") == \
         {"x": "int64", "r": "int64", "ids": "int64"}
     with pytest.raises(ConfigError, match="gives 2 specs for 3 tensors"):

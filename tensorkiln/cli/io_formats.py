@@ -1,8 +1,9 @@
 """trtexec's --inputIOFormats / --outputIOFormats (kiln build: --input-io-formats / --output-io-formats).
 
 A value is `type:format[,type:format...]`, e.g. `fp16:chw`. One spec applies to every tensor of
-the side: a float type (fp32, fp16, bf16) to every float32 tensor (integer and bool tensors keep
-their type), another type to every tensor. Several specs give one per tensor, in the network's
+the side: a float type (fp32, fp16, bf16) to every floating-point tensor (integer and bool tensors
+keep their type), another type to every tensor; the builder refuses the changes it cannot make
+(io_formats.boundary_dtypes), naming the tensor. Several specs give one per tensor, in the network's
 order, as trtexec reads them. Formats are linear only: `chw` (trtexec's name for a linear tensor
 of any rank) or `linear`.
 """
@@ -16,7 +17,7 @@ from ..ir import DType, TensorType, Value
 from ..precision.io_formats import io_format_dtype
 
 LINEAR_FORMATS = ("chw", "linear")
-_FLOAT_TYPES = (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16)
+_FLOAT_TYPES = (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16)  # the types one spec gives every float tensor
 
 
 def parse_io_formats(text: Optional[str], tensors: Sequence[Value], flag: str) -> dict[str, str]:
@@ -31,7 +32,7 @@ def parse_io_formats(text: Optional[str], tensors: Sequence[Value], flag: str) -
         dtype = io_format_dtype(types[0], f"{flag} '{specs[0]}'")
         if dtype in _FLOAT_TYPES:
             return {v.name: types[0] for v in tensors
-                    if isinstance(v.type, TensorType) and v.type.dtype == DType.FLOAT32}
+                    if isinstance(v.type, TensorType) and v.type.dtype is not None and v.type.dtype.is_float}
         return {v.name: types[0] for v in tensors}
     if len(types) != len(tensors):
         names = [v.name for v in tensors]

@@ -42,8 +42,9 @@ def _supports(node: Node) -> Optional[str]:
 
 class TransposedWeight:
     def __init__(self, op_type: str, domain: str) -> None:
-        self.op_type = op_type
-        self.domain = domain
+        op = get_op(op_type, domain)
+        assert op is not None, f"{domain}::{op_type} is not a registered op"
+        self.reference = op.reference
         self.weights = DerivedTensors()
 
     def run(self, ctx: Any, inputs: list[Optional[torch.Tensor]], attrs: dict[str, Any]) -> torch.Tensor:
@@ -51,9 +52,7 @@ class TransposedWeight:
         if weight is not None and weight.dim() == 2:
             nk = self.weights.get(weight, "nk", lambda w: w.t().contiguous())
             inputs = [inputs[0], nk.t(), *inputs[2:]]
-        op = get_op(self.op_type, self.domain)
-        assert op is not None
-        return op.reference(ctx, inputs, attrs)
+        return self.reference(ctx, inputs, attrs)
 
 
 def _register() -> None:
