@@ -536,3 +536,19 @@ def test_measure_takes_several_calls_in_turn():
     assert ms >= 0
     # One warm-up call each, then max(avg_timing, 3) calls per measurement, in turn.
     assert seen == [0, 1, 2] + [0, 1, 2] * 3
+
+
+def test_measure_on_the_cpu_takes_fewer_calls_when_one_is_long(monkeypatch):
+    monkeypatch.setattr(autotune, "CPU_MEASUREMENT_MS", 20.0)
+    slow: list[int] = []
+
+    def sleep_8ms() -> None:
+        slow.append(0)
+        time.sleep(0.008)
+
+    assert autotune.measure(sleep_8ms, torch.device("cpu"), avg_timing=8, measurements=3) >= 8.0
+    # One warm-up call, then 3 measurements of ceil(20 / 8+) = 3 calls at most (not 8).
+    assert 1 + 3 * 2 <= len(slow) <= 1 + 3 * 3
+    fast: list[int] = []
+    autotune.measure(lambda: fast.append(0), torch.device("cpu"), avg_timing=8, measurements=3)
+    assert len(fast) == 1 + 3 * 8

@@ -33,6 +33,7 @@ not timed again, only the winner runs to feed the layers after it.
 
 from __future__ import annotations
 
+import math
 import platform
 import statistics
 import sys
@@ -323,10 +324,15 @@ class CaptureFailed(Exception):
     """A candidate's calls could not be captured into a CUDA graph."""
 
 
+# On the CPU a measurement averages avg_timing calls, or fewer where they would take longer than this.
+CPU_MEASUREMENT_MS = 50.0
+
+
 def measure(call: Union[Callable[[], Any], Sequence[Callable[[], Any]]], device: torch.device, avg_timing: int,
             measurements: int, graphs: bool = False) -> float:
     """Milliseconds per call: one warm-up call, then the median over `measurements` of the mean
-    of `avg_timing` back-to-back calls (CUDA events on CUDA, perf_counter on the CPU).
+    of `avg_timing` back-to-back calls (CUDA events on CUDA, perf_counter on the CPU; there a
+    measurement holds fewer calls where avg_timing of them would take over CPU_MEASUREMENT_MS).
 
     `call` may be several calls (the same layer on copies of its weights, cold_constant_copies):
     they are warmed up once each and then taken in turn, max(avg_timing, len(calls)) per
@@ -338,9 +344,16 @@ def measure(call: Union[Callable[[], Any], Sequence[Callable[[], Any]]], device:
     launch path (a Triton kernel's Python launcher: ~20 us) with that cost even though the
     engine's graph never pays it. Raises CaptureFailed when the calls cannot be captured."""
     calls = [call] if callable(call) else list(call)
+    warm_started = time.perf_counter()
     for c in calls:
         c()
     count = max(avg_timing, len(calls))
+    if device.type != "cuda":
+        # A call that takes long on the CPU is timed well by itself: a measurement of about
+        # CPU_MEASUREMENT_MS, not avg_timing calls (a 0.5 s fp16 product on two cores would
+        # otherwise cost 12 s of build per layer shape).
+        warm_ms = (time.perf_counter() - warm_started) * 1e3 / len(calls)
+        count = max(len(calls), min(count, math.ceil(CPU_MEASUREMENT_MS / max(warm_ms, 1e-3))))
     sequence = [calls[i % len(calls)] for i in range(count)]
     samples = []
     if device.type == "cuda":
