@@ -352,8 +352,10 @@ def tensorkiln_system(bundle: ModelBundle, workload: Workload, precision: str, d
     if precision == "fp16" and _config_field("input_formats") and _config_field("output_formats"):
         # The fp16 peers take and give fp16 tensors (a model.half() module): so does this engine
         # (trtexec's --inputIOFormats=fp16:chw --outputIOFormats=fp16:chw), converting nothing at its boundary.
-        config_args["input_formats"] = _float32_names(graph.inputs)
-        config_args["output_formats"] = _float32_names(graph.outputs)
+        from tensorkiln.cli.io_formats import parse_io_formats  # with the config fields it fills
+
+        config_args["input_formats"] = parse_io_formats("fp16:chw", graph.inputs, "input formats")
+        config_args["output_formats"] = parse_io_formats("fp16:chw", graph.outputs, "output formats")
         build.io_formats = "fp16"
     config = BuilderConfig(**config_args)
     started = time.perf_counter()
@@ -405,11 +407,6 @@ def tensorkiln_system(bundle: ModelBundle, workload: Workload, precision: str, d
                           status=lambda: _graph_state(context, device), layer_report=layer_report)
     system.input_dtype = next((d for d in dtypes.values() if d.is_floating_point), None)
     return system
-
-
-def _float32_names(values: Sequence[Any]) -> dict[str, str]:
-    """{name: 'fp16'} for the float32 tensors among graph inputs or outputs."""
-    return {v.name: "fp16" for v in values if getattr(v.type, "dtype", None) is not None and v.type.dtype.short == "float32"}
 
 
 def _aux_stream_text(streams: Optional[dict[str, Any]]) -> str:

@@ -13,11 +13,10 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from ..errors import ConfigError
-from ..ir import DType, TensorType, Value
+from ..ir import TensorType, Value
 from ..precision.io_formats import io_format_dtype
 
 LINEAR_FORMATS = ("chw", "linear")
-_FLOAT_TYPES = (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16)  # the types one spec gives every float tensor
 
 
 def parse_io_formats(text: Optional[str], tensors: Sequence[Value], flag: str) -> dict[str, str]:
@@ -30,7 +29,7 @@ def parse_io_formats(text: Optional[str], tensors: Sequence[Value], flag: str) -
     types = [_spec_type(s, flag) for s in specs]
     if len(types) == 1:
         dtype = io_format_dtype(types[0], f"{flag} '{specs[0]}'")
-        if dtype in _FLOAT_TYPES:
+        if dtype.is_float:
             return {v.name: types[0] for v in tensors
                     if isinstance(v.type, TensorType) and v.type.dtype is not None and v.type.dtype.is_float}
         return {v.name: types[0] for v in tensors}
