@@ -10,7 +10,8 @@ import dataclasses
 import io
 import json
 import time
-from typing import Any, Callable, Optional
+import warnings
+from typing import Any, Callable
 
 import numpy as np
 import onnx.parser
@@ -24,7 +25,7 @@ from tensorkiln.cli.build import parse_mem_pool_size
 from tensorkiln.cli.main import main
 from tensorkiln.cli.report import Log
 from tensorkiln.cli.usage import UsageError
-from tensorkiln.errors import BuildError, ConfigError
+from tensorkiln.errors import ConfigError
 from tensorkiln.frontends.onnx import parse_onnx
 from tensorkiln.ir import Node
 from tensorkiln.tactics import Tactic, register_tactic
@@ -507,6 +508,17 @@ def test_graph_timing_measures_kernels_and_refuses_uncapturable_calls():
     # The device is usable after the failed capture, and the caller's stream is current again.
     assert torch.cuda.current_stream() == torch.cuda.default_stream()
     assert torch.isfinite((x @ x).sum()).item()
+
+
+@pytest.mark.cuda
+def test_graph_timing_of_a_call_that_launches_nothing_is_quiet_and_near_zero():
+    # A view tactic captures an empty graph: no "The CUDA Graph is empty" warning in a user's build.
+    device = torch.device("cuda")
+    x = torch.randn(64, 64, device=device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ms = autotune.measure(lambda: x.view(-1), device, avg_timing=4, measurements=3, graphs=True)
+    assert 0.0 <= ms < 0.05
 
 
 def test_cold_constant_copies_copy_only_the_weights_until_they_fill_twice_the_l2():
