@@ -232,7 +232,7 @@ def test_kiln_exec_builds_and_runs_with_io_formats(tmp_path):
     assert code != 0 and "input 'x' from" in text and "is float32, but the engine input is float16" in text
     code, text = _kiln("exec", f"--loadEngine={tmp_path / 'm.plan'}", "--outputIOFormats=fp32:chw",
                        "--shapes=x:3x8,r:3x4,ids:3", "--iterations=1", "--duration=0", "--warmUp=0")
-    assert code == 0 and "--outputIOFormats only affect building; ignored with --loadEngine" in text
+    assert code == 0 and "--outputIOFormats only affects building; ignored with --loadEngine" in text
 
 
 def test_kiln_build_takes_io_formats(tmp_path):

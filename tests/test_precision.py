@@ -462,6 +462,33 @@ def test_cli_layer_precisions_flags(tmp_path):
     assert "has no effect with --precision-constraints=none" in out.getvalue()
 
 
+def test_best_allows_every_float_precision_tensorkiln_builds(tmp_path):
+    # trtexec's --best: every precision the builder has (TF32, FP16, BF16); fp16 wins where both may run.
+    model_path = tmp_path / "mlp.onnx"
+    onnx.save(mlp_model(), model_path)
+    runs = {}
+    for flags in (["--best"], ["--fp16"]):
+        out, err = io.StringIO(), io.StringIO()
+        assert main(["exec", f"--onnx={model_path}", *flags, "--shapes=x:2x16", "--iterations=1", "--duration=0",
+                     "--warmUp=0", "--builderOptimizationLevel=0"], out, err) == 0, err.getvalue()
+        runs[flags[0]] = out.getvalue()
+    assert "Precision: FP32+FP16+BF16 (TF32 allowed)" in runs["--best"]
+    layers_line = [line for line in runs["--fp16"].splitlines() if "Layers by precision" in line][0]
+    assert layers_line.split("] ", 1)[1] in runs["--best"]
+    out = io.StringIO()
+    assert main(["build", str(model_path), "-o", str(tmp_path / "b.plan"), "--best", "--no-tf32",
+                 "--optimization-level", "0"], out, io.StringIO()) == 0
+    out = io.StringIO()
+    assert main(["inspect", str(tmp_path / "b.plan"), "--json"], out, io.StringIO()) == 0
+    config = json.loads(out.getvalue())["build_config"]
+    assert (config["fp16"], config["bf16"], config["tf32"]) == (True, True, False)
+    # With --loadEngine nothing is built: --best is reported as ignored, as the other build flags are.
+    out = io.StringIO()
+    assert main(["exec", f"--loadEngine={tmp_path / 'b.plan'}", "--best", "--shapes=x:2x16", "--iterations=1",
+                 "--duration=0", "--warmUp=0"], out, io.StringIO()) == 0
+    assert "--best" in [line for line in out.getvalue().splitlines() if "ignored" in line][0]
+
+
 # ---- bisect ---------------------------------------------------------------------------------------
 
 def test_minimal_passing_set_is_one_minimal():

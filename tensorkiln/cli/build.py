@@ -31,8 +31,8 @@ profile (min = opt = max); --min-shapes/--opt-shapes/--max-shapes give a range a
 name the same inputs. Dynamic inputs given no shape stay dynamic: the engine accepts any
 size for them at run time.
 
-Precision: --fp16/--bf16 allow lower-precision layers; every layer that can runs in them
-(fp16 when both are allowed), except numerically sensitive ones (normalisations, softmax,
+Precision: --fp16/--bf16 allow lower-precision layers (--best allows both, with TF32 unless
+--no-tf32); every layer that can runs in them (fp16 when both are allowed), except numerically sensitive ones (normalisations, softmax,
 large reductions), which stay fp32. --layer-precisions name:fp32|fp16|bf16 (one '*'
 wildcard per name) with --precision-constraints prefer (honour where possible, keep the
 fp32 policy) or obey (always; fail if a named layer cannot) sets layers one by one;
@@ -56,6 +56,9 @@ def make_parser() -> KilnArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="PLAN", help="where to write the engine plan")
     p.add_argument("--fp16", action="store_true", help="allow float16 layers")
     p.add_argument("--bf16", action="store_true", help="allow bfloat16 layers")
+    p.add_argument("--best", action="store_true",
+                   help="allow every precision tensorkiln builds: TF32, FP16 and BF16 (as --fp16 --bf16; INT8 and "
+                        "FP8 layers are not built yet)")
     p.add_argument("--no-tf32", dest="no_tf32", action="store_true", help="disallow TF32 (CUDA) math")
     p.add_argument("--layer-precisions", dest="layer_precisions", action="append", metavar="SPEC",
                    help="per-layer precision, e.g. conv1:fp16,softmax:fp32 or '*:fp16' (layer names as "
@@ -375,8 +378,8 @@ def run(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> 
     layer_precisions, constraints = precision_options(
         parse_layer_precisions(args.layer_precisions, "--layer-precisions"), args.precision_constraints,
         ("--layer-precisions", "--precision-constraints"), log)
-    config = BuilderConfig(device=device, tf32=not args.no_tf32, fp16=args.fp16, bf16=args.bf16,
-                           profiles=(profile,) if profile else (), debug=args.debug,
+    config = BuilderConfig(device=device, tf32=not args.no_tf32, fp16=args.fp16 or args.best,
+                           bf16=args.bf16 or args.best, profiles=(profile,) if profile else (), debug=args.debug,
                            layer_precisions=layer_precisions, precision_constraints=constraints,
                            input_formats=parse_io_formats(args.input_io_formats, graph.inputs, "--input-io-formats"),
                            output_formats=parse_io_formats(args.output_io_formats, graph.outputs,

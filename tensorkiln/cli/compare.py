@@ -169,7 +169,8 @@ def _check_combination(args: argparse.Namespace, log: Log) -> None:
         ignored = [flag for flag, on in (("--fp16", args.fp16), ("--bf16", args.bf16), ("--no-tf32", args.no_tf32),
                                          ("--optimization-level", args.level != 3)) if on]
         if ignored:
-            log.warn(f"{', '.join(ignored)} only affect building; ignored with --engine")
+            verb = "affects" if len(ignored) == 1 else "affect"
+            log.warn(f"{', '.join(ignored)} only {verb} building; ignored with --engine")
 
 
 # ---- inputs -----------------------------------------------------------------------------------------

@@ -74,6 +74,9 @@ def make_parser() -> KilnArgumentParser:
         build.add_argument(flag, dest=dest, action="append", metavar="SPEC", help=helptext)
     build.add_argument("--fp16", action="store_true", help="allow float16 layers")
     build.add_argument("--bf16", action="store_true", help="allow bfloat16 layers")
+    build.add_argument("--best", action="store_true",
+                       help="allow every precision tensorkiln builds: TF32, FP16 and BF16 (as --fp16 --bf16; "
+                            "INT8 and FP8 layers are not built yet)")
     build.add_argument("--noTF32", action="store_true", help="disallow TF32 math (CUDA)")
     build.add_argument("--layerPrecisions", action="append", metavar="SPEC",
                        help="per-layer precision: layerName:fp32|fp16|bf16[,spec] (one '*' wildcard per name, "
@@ -172,7 +175,8 @@ def _check_combination(args: argparse.Namespace, log: Log) -> None:
         if args.buildOnly or args.skipInference:
             raise UsageError("--buildOnly/--skipInference need --onnx (nothing is built with "
                              "--loadEngine)")
-        ignored = [flag for flag, on in (("--fp16", args.fp16), ("--bf16", args.bf16), ("--noTF32", args.noTF32),
+        ignored = [flag for flag, on in (("--fp16", args.fp16), ("--bf16", args.bf16), ("--best", args.best),
+                                         ("--noTF32", args.noTF32),
                                          ("--minShapes", args.min_shapes), ("--optShapes", args.opt_shapes),
                                          ("--maxShapes", args.max_shapes), ("--layerPrecisions", args.layerPrecisions),
                                          ("--precisionConstraints", args.precisionConstraints),
@@ -188,7 +192,8 @@ def _check_combination(args: argparse.Namespace, log: Log) -> None:
                                          ("--maxAuxStreams", args.max_aux_streams is not None))
                    if on]
         if ignored:
-            log.warn(f"{', '.join(ignored)} only affect building; ignored with --loadEngine")
+            verb = "affects" if len(ignored) == 1 else "affect"
+            log.warn(f"{', '.join(ignored)} only {verb} building; ignored with --loadEngine")
 
 
 def run(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> int:
@@ -199,6 +204,8 @@ def run(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> 
     avg_runs = _int_flag(args.avgRuns, "--avgRuns", 1)
     percentiles = _percentiles(args.percentile)
     _check_combination(args, log)
+    if args.best:
+        args.fp16 = args.bf16 = True
     validate_reference_flags(args)
     flags = shape_flags_from(args, SHAPE_FLAG_NAMES)
     flags.check_ranges()
