@@ -32,11 +32,12 @@ name the same inputs. Dynamic inputs given no shape stay dynamic: the engine acc
 size for them at run time.
 
 Precision: --fp16/--bf16 allow lower-precision layers (--best allows both, with TF32 unless
---no-tf32); every layer that can runs in them (fp16 when both are allowed), except numerically sensitive ones (normalisations, softmax,
-large reductions), which stay fp32. --layer-precisions name:fp32|fp16|bf16 (one '*'
-wildcard per name) with --precision-constraints prefer (honour where possible, keep the
-fp32 policy) or obey (always; fail if a named layer cannot) sets layers one by one;
-`kiln debug precision` finds which layers must stay fp32.
+--no-tf32); every layer that can runs in them (fp16 when both are allowed), except
+numerically sensitive ones (normalisations, softmax, large reductions), which stay fp32.
+--layer-precisions name:fp32|fp16|bf16 (one '*' wildcard per name) with
+--precision-constraints prefer (honour where possible, keep the fp32 policy) or obey
+(always; fail if a named layer cannot) sets layers one by one; `kiln debug precision`
+finds which layers must stay fp32.
 
 The file is written atomically: a failed build leaves an existing file untouched.
 """
