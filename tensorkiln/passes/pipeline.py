@@ -22,6 +22,7 @@ from .elementwise_chains import fuse_elementwise_chains
 from .embed_layer_norm import fuse_embed_layer_norms
 from .fold_constants import fold_constants
 from .fuse_layers import fold_scale_and_bias, fuse_epilogues
+from .index_gathers import index_gathers_as_views
 from .noops import remove_noops
 from .prune import prune_unused_inputs
 from .attention_masks import narrow_attention_masks
@@ -50,6 +51,9 @@ OPTIMIZING_PIPELINE: tuple[Pass, ...] = (
     # After folding, so equal folded constants merge; then folded Reshape targets reveal
     # Reshapes to the same shape.
     eliminate_common_subexpressions,
+    # On folded index arithmetic, before elementwise chains absorb it and before the embedding
+    # norms take the position lookup as their dense term.
+    index_gathers_as_views,
     remove_noops,
     recognize_patterns,
     recognize_attention,
