@@ -17,6 +17,7 @@ from tensorkiln.ops import RunContext, get_op
 from tensorkiln.ops.infer import infer_node
 from tensorkiln.tactics import candidates, find_tactic
 from tensorkiln.tactics.cuda import chain_codegen
+from tensorkiln.runtime.tf32 import tf32_scope
 from tensorkiln.testing.tolerances import assert_close
 
 DTYPES = {"fp32": DType.FLOAT32, "fp16": DType.FLOAT16, "bf16": DType.BFLOAT16}
@@ -372,6 +373,19 @@ def test_triton_attention_matches_reference(dtype, tile, shape, mask):
 
 
 @cuda
+@pytest.mark.parametrize("tile", ["m64", "m16"])
+@pytest.mark.parametrize("tf32", [True, False])
+@pytest.mark.parametrize("shape, mask", [((2, 12, 128, 64), (2, 1, 1, 128)), ((2, 4, 50, 32), (2, 1, 1, 50)),
+                                         ((1, 2, 7, 24), (7, 7)), ((3, 2, 2, 40, 16), None)])
+def test_triton_attention_in_float32(tile, tf32, shape, mask):
+    # TF32 products where the engine allows TF32 (the tf32 row); full fp32 where it does not (the fp32 row).
+    node = sdpa_node(shape, shape, shape, DType.FLOAT32, mask)
+    inputs = mask_inputs(node)
+    with tf32_scope(tf32):
+        check_against_reference(node, f"triton_{tile}", inputs, "tf32" if tf32 else "fp32")
+
+
+@cuda
 @pytest.mark.parametrize("tile", ["m64", "m16", "tma_m64", "tma_m16"])
 def test_triton_attention_edges(tile):
     """Keys not a multiple of the block, V's head dim unlike Q's, a row masked for every key (zeros,
@@ -416,7 +430,10 @@ def test_attention_supports_reasons():
     assert "float64" in find_tactic("cuda", "ScaledDotProductAttention", "tensorkiln", "math").supports(double)
     triton = find_tactic("cuda", "ScaledDotProductAttention", "tensorkiln", "triton_m16")
     assert triton.supports(node) is None
-    assert "float32" in triton.supports(sdpa_node((2, 8, 16), (2, 8, 16), (2, 8, 16), DType.FLOAT32))
+    assert triton.supports(sdpa_node((2, 8, 16), (2, 8, 16), (2, 8, 16), DType.FLOAT32)) is None
+    assert "float64" in triton.supports(sdpa_node((2, 8, 16), (2, 8, 16), (2, 8, 16), DType.FLOAT64))
+    assert "head dim 256 in float32" in triton.supports(
+        sdpa_node((1, 8, 256), (1, 8, 256), (1, 8, 256), DType.FLOAT32))
     assert "head dim 512" in triton.supports(sdpa_node((1, 8, 512), (1, 8, 512), (1, 8, 512), DType.FLOAT16))
     assert "Q and K head dims differ" in triton.supports(sdpa_node((1, 8, 32), (1, 8, 16), (1, 8, 16), DType.FLOAT16))
     tma = find_tactic("cuda", "ScaledDotProductAttention", "tensorkiln", "triton_tma_m128")

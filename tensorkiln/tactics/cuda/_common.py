@@ -64,6 +64,18 @@ DEFAULT_MULTIPROCESSORS = 132
 _MULTIPROCESSORS: dict[int, int] = {}
 
 
+def tf32_allowed() -> bool:
+    """Whether float32 products may run in TF32 now: the engine's setting, which the runtime puts
+    in torch's flags for the call (runtime/tf32.py); read at run time, as torch's own calls do."""
+    getter = getattr(torch._C, "_get_fp32_precision_getter", None)
+    if getter is not None:
+        try:
+            return getter("cuda", "matmul") == "tf32"
+        except RuntimeError:
+            pass
+    return bool(torch._C._get_cublas_allow_tf32())
+
+
 def multiprocessor_count(device: torch.device) -> int:
     """The device's multiprocessor count (looked up once per GPU); DEFAULT_MULTIPROCESSORS off the GPU."""
     if device.type != "cuda":

@@ -12,11 +12,13 @@ def attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, heads, s_q, s_k, d_qk
                      sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd,
                      smb, smh, smm, smn, sob, soh, som, sod,
                      HAS_MASK: tl.constexpr, MASK_ONE_ROW: tl.constexpr, EVEN_N: tl.constexpr,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr):
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr,
+                     FP32_PRODUCTS: tl.constexpr = "tf32"):
     # One program: BLOCK_M query rows of one (batch, head), against all keys in BLOCK_N steps with
     # the online softmax (running max and sum in fp32). Every operand is addressed by its strides
     # (a broadcast mask has stride 0), so the head-split views of a merged QKV GEMM and a
-    # [B, 1, 1, L] mask are read in place.
+    # [B, 1, 1, L] mask are read in place. float32 operands multiply as FP32_PRODUCTS says
+    # ("tf32" on tensor cores, or "ieee"); half-precision ones always on tensor cores.
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // heads
@@ -38,7 +40,10 @@ def attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, heads, s_q, s_k, d_qk
         col_ok = cols < s_k
         k = tl.load(k_base + cols[None, :] * skn + dk[:, None] * skd,
                     mask=col_ok[None, :] & (dk < d_qk)[:, None], other=0.0)
-        scores = tl.dot(q, k) * scale
+        if q.dtype == tl.float32:
+            scores = tl.dot(q, k, input_precision=FP32_PRODUCTS) * scale
+        else:
+            scores = tl.dot(q, k) * scale
         if HAS_MASK:
             if MASK_ONE_ROW:
                 # One mask row for every query (BERT's [B, 1, 1, L] padding mask): load it once per block.
@@ -57,7 +62,10 @@ def attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, heads, s_q, s_k, d_qk
         running_sum = running_sum * rescale + tl.sum(weights, 1)
         v = tl.load(v_base + cols[:, None] * svn + dv[None, :] * svd,
                     mask=col_ok[:, None] & (dv < d_v)[None, :], other=0.0)
-        acc = acc * rescale[:, None] + tl.dot(weights.to(v.dtype), v)
+        if v.dtype == tl.float32:
+            acc = acc * rescale[:, None] + tl.dot(weights, v, input_precision=FP32_PRODUCTS)
+        else:
+            acc = acc * rescale[:, None] + tl.dot(weights.to(v.dtype), v)
         running_max = new_max
     # A row masked (-inf) for every key gives zeros, as ops/sdpa.py specifies (torch's kernels do too).
     out = tl.where(running_sum[:, None] > 0.0, acc / running_sum[:, None], 0.0)

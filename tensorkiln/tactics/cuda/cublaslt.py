@@ -36,7 +36,7 @@ import torch
 
 from ...ir import Node
 from ._common import (DerivedTensors, HALF_FLOATS, as_dtype, dtype_reason, input_dtype, input_shape,
-                      optional_input, register)
+                      optional_input, register, tf32_allowed)
 from .cublaslt_api import (COMPUTE_32F, COMPUTE_32F_FAST_TF32, CublasLtError, EPILOGUE_BIAS_FLAG, EPILOGUE_DEFAULT,
                            EPILOGUE_GELU, EPILOGUE_RELU, MAX_ALGORITHMS, Plan, Problem, alignment_of)
 from .gemm import Cublas
@@ -101,16 +101,6 @@ def _supports(node: Node, transposed: bool) -> Optional[str]:
         if input_dtype(node, 3) not in (None, input_dtype(node, 0)):
             return "a residual of another dtype"
     return None
-
-
-def _tf32_allowed() -> bool:
-    getter = getattr(torch._C, "_get_fp32_precision_getter", None)
-    if getter is not None:
-        try:
-            return getter("cuda", "matmul") == "tf32"
-        except RuntimeError:
-            pass
-    return bool(torch._C._get_cublas_allow_tf32())
 
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -216,7 +206,7 @@ class CublasLtAlgorithm:
                 residual = residual.contiguous()
         out = torch.empty((m, n), dtype=a.dtype, device=a.device)
         epilogue = (_EPILOGUES[activation] | (EPILOGUE_BIAS_FLAG if bias is not None else 0)) or EPILOGUE_DEFAULT
-        compute = COMPUTE_32F_FAST_TF32 if a.dtype == torch.float32 and _tf32_allowed() else COMPUTE_32F
+        compute = COMPUTE_32F_FAST_TF32 if a.dtype == torch.float32 and tf32_allowed() else COMPUTE_32F
         device_index = a.device.index if a.device.index is not None else torch.cuda.current_device()
         problem = Problem(m, n, k, a.dtype, stored_nk, _leading_dim(weight), _leading_dim(x), epilogue,
                           residual is not None, compute, alignment_of(x, weight, bias, residual, out), device_index)

@@ -15,8 +15,13 @@ short blocks win where there are few heads and the tall ones where there are man
 (BERT's 128): all keys at once (no running rescale), Q/K/V tiles by TMA, and the next tile's
 operands fetched during this tile's math; at batch 64 it beats the m64 kernel by 9-14%.
 
-fp16/bf16 only: the products run on tensor cores with fp32 accumulation, and the softmax weights
-are rounded to the input dtype before the product with V, as the reference's softmax output is.
+fp16/bf16: the products run on tensor cores with fp32 accumulation, and the softmax weights are
+rounded to the input dtype before the product with V, as the reference's softmax output is.
+float32 (the "triton_m*" tiles; the TMA tiles' shared memory holds half-precision tiles only):
+the products run in TF32 on tensor cores where the engine allows TF32 (the default on CUDA, as
+for its GEMMs), else in full fp32 ("ieee"). torch's float32 kernels for BERT's attention (the
+memory-efficient one, or the math path's two products) take the role the flash kernels have in
+fp16; this kernel is one more candidate the tuner times against them.
 """
 
 from __future__ import annotations
@@ -25,9 +30,9 @@ from typing import Any, Optional
 
 import torch
 
-from ...ir import Node
-from ._common import (HALF_FLOATS, dtype_reason, input_shape, multiprocessor_count, next_power_of_2, register,
-                      shared_memory_per_block, triton_missing)
+from ...ir import DType, Node
+from ._common import (FAST_FLOATS, HALF_FLOATS, dtype_reason, input_dtype, input_shape, multiprocessor_count,
+                      next_power_of_2, register, shared_memory_per_block, tf32_allowed, triton_missing)
 from .attention import _fused_operands, _mask_4d, _mask_reason, _same_batch
 
 # name -> (BLOCK_M query rows, BLOCK_N keys per step, warps, pipeline stages). Measured on an H200
@@ -38,8 +43,10 @@ TILES = {
     "m64": (64, 64, 4, 2),
     "m16": (16, 128, 4, 2),
 }
-# Head dims above this do not fit the [BLOCK_M, head dim] accumulator in registers.
+# Head dims above this do not fit the [BLOCK_M, head dim] accumulator in registers (float32
+# operands take twice the registers and shared memory of half-precision ones).
 MAX_HEAD_DIM = 256
+MAX_FP32_HEAD_DIM = 128
 
 # The persistent TMA kernel (attention_kernel_tma), for sequences whose keys fit one block:
 # name -> (BLOCK_M query rows, warps, pipeline stages, most keys, largest head dim); the keys and
@@ -62,8 +69,8 @@ def _block(n: int) -> int:
     return max(16, next_power_of_2(n))
 
 
-def _supports(node: Node) -> Optional[str]:
-    reason = triton_missing() or dtype_reason(node, HALF_FLOATS) or _same_batch(node) or _mask_reason(node)
+def _supports(node: Node, floats: tuple[DType, ...] = HALF_FLOATS) -> Optional[str]:
+    reason = triton_missing() or dtype_reason(node, floats) or _same_batch(node) or _mask_reason(node)
     if reason:
         return reason
     dims = [input_shape(node, i)[-1] for i in range(3)]
@@ -73,7 +80,13 @@ def _supports(node: Node) -> Optional[str]:
         return f"Q and K head dims differ ({dims[0]}, {dims[1]})"
     if max(dims) > MAX_HEAD_DIM:
         return f"head dim {max(dims)} (the kernel holds up to {MAX_HEAD_DIM} in registers)"
+    if input_dtype(node, 0) == DType.FLOAT32 and max(dims) > MAX_FP32_HEAD_DIM:
+        return f"head dim {max(dims)} in float32 (the kernel holds up to {MAX_FP32_HEAD_DIM} float32 in registers)"
     return None
+
+
+def _supports_float32_too(node: Node) -> Optional[str]:
+    return _supports(node, FAST_FLOATS)
 
 
 def _empty_in_order_of(like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
@@ -121,6 +134,7 @@ class TritonAttention:
                 HAS_MASK=mask is not None, MASK_ONE_ROW=mask_strides[2] == 0 or s_q == 1, EVEN_N=s_k % block_n == 0,
                 BLOCK_M=block_m, BLOCK_N=block_n,
                 BLOCK_DK=_block(d_qk), BLOCK_DV=_block(d_v),
+                FP32_PRODUCTS="tf32" if q4.dtype == torch.float32 and tf32_allowed() else "ieee",
                 num_warps=warps, num_stages=stages)
         return out if out.dim() == len(out_shape) else out.reshape(out_shape)
 
@@ -216,7 +230,7 @@ _LOG2_E = 1.4426950408889634
 def _register() -> None:
     for tile in TILES:
         impl = TritonAttention(tile)
-        register(f"triton_{tile}", "ScaledDotProductAttention", impl.run, _supports, domain="tensorkiln",
+        register(f"triton_{tile}", "ScaledDotProductAttention", impl.run, _supports_float32_too, domain="tensorkiln",
                  source="triton")
     for tile in TMA_TILES:
         tma = TmaAttention(tile)
