@@ -57,7 +57,10 @@ class ScatterND(Op):
         if reduction == "add":
             flat.index_add_(0, linear, src)
         else:
-            flat.index_reduce_(0, linear, src, _REDUCE[reduction], include_self=True)
+            # scatter_reduce_ with the row index spread over each row: index_reduce_ computes the
+            # same, but torch warns that it is in beta on its first call in every process.
+            rows_index = linear.reshape((-1,) + (1,) * len(tail)).expand(src.shape)
+            flat.scatter_reduce_(0, rows_index, src, _REDUCE[reduction], include_self=True)
         return from_compute(flat[:rows], data.dtype, reduction).reshape(data.shape)
 
 
