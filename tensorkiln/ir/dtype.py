@@ -115,6 +115,9 @@ _SHORT = {
 
 _FLOATS = {DType.FLOAT32, DType.FLOAT16, DType.FLOAT64, DType.BFLOAT16, DType.FLOAT8E4M3FN,
            DType.FLOAT8E4M3FNUZ, DType.FLOAT8E5M2, DType.FLOAT8E5M2FNUZ, DType.FLOAT4E2M1, DType.FLOAT8E8M0}
+# The half-precision floats tensor cores take: what "lower precision" means to the precision
+# assigner, the I/O formats and the tactics.
+HALF_FLOATS = (DType.FLOAT16, DType.BFLOAT16)
 _INTEGERS = {DType.UINT8, DType.INT8, DType.UINT16, DType.INT16, DType.INT32, DType.INT64, DType.UINT32,
              DType.UINT64, DType.UINT4, DType.INT4, DType.UINT2, DType.INT2}
 

@@ -206,6 +206,10 @@ def movable(x: torch.Tensor) -> torch.Tensor:
     return x if view is None else x.view(view)
 
 
+# ONNX scatter reduction -> torch.scatter_reduce's name for it (ScatterElements, ScatterND).
+SCATTER_REDUCTIONS = {"add": "sum", "mul": "prod", "max": "amax", "min": "amin"}
+
+
 def to_compute(x: torch.Tensor, reduction: str) -> torch.Tensor:
     """`x` in a dtype where torch can apply `reduction` ("add", "mul", "max", "min") with
     results that convert back exactly by `from_compute`."""

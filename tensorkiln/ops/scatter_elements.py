@@ -8,12 +8,8 @@ from typing import Optional
 import torch
 
 from ..ir import TensorType
-from ._shape_common import bounded_indices, from_compute, movable, to_compute
+from ._shape_common import SCATTER_REDUCTIONS, bounded_indices, from_compute, movable, to_compute
 from .registry import InferContext, Op, normalize_axis, register, same_as_input
-
-# ONNX reduction -> torch.scatter_reduce reduction
-_REDUCE = {"add": "sum", "mul": "prod", "max": "amax", "min": "amin"}
-
 
 def scatter_elements(data: torch.Tensor, axis: int, idx: torch.Tensor, updates: torch.Tensor, reduction: str,
                      what: str = "ScatterElements") -> torch.Tensor:
@@ -32,7 +28,7 @@ def scatter_elements(data: torch.Tensor, axis: int, idx: torch.Tensor, updates: 
     if reduction == "none":
         work.scatter_(axis, idx, movable(updates))
     else:
-        work.scatter_reduce_(axis, idx, to_compute(updates, reduction), _REDUCE[reduction], include_self=True)
+        work.scatter_reduce_(axis, idx, to_compute(updates, reduction), SCATTER_REDUCTIONS[reduction], include_self=True)
     if outside is not None:
         work = work.narrow(axis, 0, size).contiguous()
     return work.view(data.dtype) if reduction == "none" else from_compute(work, data.dtype, reduction)
@@ -44,7 +40,7 @@ class ScatterElements(Op):
     attrs = {"axis": 0, "reduction": "none"}
 
     def check(self, node):
-        if node.attrs["reduction"] not in ("none", *_REDUCE):
+        if node.attrs["reduction"] not in ("none", *SCATTER_REDUCTIONS):
             return f"reduction '{node.attrs['reduction']}' is not supported"
         return None
 

@@ -8,12 +8,8 @@ from typing import Optional
 import torch
 
 from ..ir import TensorType
-from ._shape_common import bounded_indices, from_compute, movable, to_compute
+from ._shape_common import SCATTER_REDUCTIONS, bounded_indices, from_compute, movable, to_compute
 from .registry import InferContext, Op, register, same_as_input
-
-# ONNX reduction -> torch index_reduce reduction (add uses index_add)
-_REDUCE = {"mul": "prod", "max": "amax", "min": "amin"}
-
 
 @register
 class ScatterND(Op):
@@ -21,7 +17,7 @@ class ScatterND(Op):
     attrs = {"reduction": "none"}
 
     def check(self, node):
-        if node.attrs["reduction"] not in ("none", "add", *_REDUCE):
+        if node.attrs["reduction"] not in ("none", *SCATTER_REDUCTIONS):
             return f"reduction '{node.attrs['reduction']}' is not supported"
         return None
 
@@ -54,13 +50,10 @@ class ScatterND(Op):
             return flat[:rows].view(data.dtype).reshape(data.shape)
         flat = _with_spare_row(to_compute(data, reduction).reshape((rows,) + tail), spare)
         src = to_compute(updates, reduction).reshape((-1,) + tail)
-        if reduction == "add":
-            flat.index_add_(0, linear, src)
-        else:
-            # scatter_reduce_ with the row index spread over each row: index_reduce_ computes the
-            # same, but torch warns that it is in beta on its first call in every process.
-            rows_index = linear.reshape((-1,) + (1,) * len(tail)).expand(src.shape)
-            flat.scatter_reduce_(0, rows_index, src, _REDUCE[reduction], include_self=True)
+        # Each update row reduces into its data row: the row index spread over the row (index_reduce_
+        # computes the same, but torch warns that it is in beta on its first call in every process).
+        rows_index = linear.reshape((-1,) + (1,) * len(tail)).expand(src.shape)
+        flat.scatter_reduce_(0, rows_index, src, SCATTER_REDUCTIONS[reduction], include_self=True)
         return from_compute(flat[:rows], data.dtype, reduction).reshape(data.shape)
 
 

@@ -30,8 +30,10 @@ from typing import Optional, Union
 import numpy as np
 import sympy
 
-from ..ir import Graph, NameScope, Node, Value
+from ..ir import Graph, Node, Value
 from .context import PassContext
+from .fusion import Rewriter
+from .noops import axes_of, const_ints, has_input
 from .symbolic_dims import ShapeAnalysis, analyze_shapes
 
 
@@ -52,14 +54,14 @@ def index_gathers_as_views(graph: Graph, ctx: PassContext) -> Graph:
         return graph
     producers = {v.name: n for n in graph.nodes for v in n.outputs}
     analysis: Optional[ShapeAnalysis] = None
-    names = NameScope(graph.defined_names() | {n.name for n in graph.nodes})
+    rw = Rewriter(graph, graph.defined_names() | {n.name for n in graph.nodes})
     for node in gathers:
-        rewrite = _positions(node, producers, graph, names)
+        rewrite = _positions(node, producers, rw)
         rule, anchor = "gather_positions_as_slice", node
         if rewrite is None:
             if analysis is None:
                 analysis = analyze_shapes(graph, ctx.dim_bounds)
-            rewrite = _enumeration(node, producers, analysis, graph, names)
+            rewrite = _enumeration(node, producers, analysis, rw)
             rule = "gather_enumeration_as_unsqueeze"
             # The view reads only X: it goes right after X's producer, so that the readers of the
             # indices' shape (below) can read the view's instead, and the index arithmetic dies.
@@ -97,37 +99,21 @@ def _read_index_shapes_from(indices: Value, view: Value, nodes: list[Node], firs
         reader.opset = max(reader.opset, 15)
 
 
-def _const_ints(v: Optional[Value]) -> Optional[list[int]]:
-    if v is None or v.const is None or np.asarray(v.const).dtype.kind not in "iu":
-        return None
-    return [int(x) for x in np.asarray(v.const).reshape(-1)]
+def _axes_const(rw: Rewriter, axes: list[int], base: str) -> Value:
+    return rw.const(np.array(axes, dtype=np.int64), base)
 
 
-def _static_shape(v: Optional[Value]) -> Optional[tuple[int, ...]]:
-    shape = v.shape if v is not None else None
-    if shape is None or not all(isinstance(d, int) for d in shape):
-        return None
-    return tuple(shape)
-
-
-def _constant_1d(graph: Graph, names: NameScope, values: list[int], base: str) -> Value:
-    v = Value(names.unique(base), const=np.array(values, dtype=np.int64))
-    graph.initializers.append(v)
-    return v
-
-
-def _unsqueezed(graph: Graph, names: NameScope, node: Node, x: Value, axes: list[int]) -> list[Node]:
+def _unsqueezed(rw: Rewriter, node: Node, x: Value, axes: list[int]) -> list[Node]:
     """Unsqueeze(x, axes) giving the Gather's output (nothing to insert: an Identity)."""
-    out = node.outputs[0]
     if not axes:
-        return [Node("Identity", [x], [out], name=names.unique(node.name), opset=node.opset)]
-    return [Node("Unsqueeze", [x, _constant_1d(graph, names, axes, f"{node.name}_axes")], [out],
-                 name=names.unique(node.name), opset=max(node.opset, 13))]
+        return [rw.node("Identity", [x], node.outputs, like=node)]
+    return [rw.node("Unsqueeze", [x, _axes_const(rw, axes, f"{node.name}_axes")], node.outputs,
+                    opset=max(node.opset, 13), like=node)]
 
 
 # -- Gather(T, Slice(arange constant)) -----------------------------------------------------------
 
-def _positions(node: Node, producers: dict[str, Node], graph: Graph, names: NameScope) -> Union[list[Node], str, None]:
+def _positions(node: Node, producers: dict[str, Node], rw: Rewriter) -> Union[list[Node], str, None]:
     """The view, why not (indices that are a Slice of an integer constant), or None (other indices)."""
     table, indices = node.inputs[0], node.inputs[1]
     slicer = producers.get(indices.name) if indices is not None else None
@@ -143,9 +129,8 @@ def _positions(node: Node, producers: dict[str, Node], graph: Graph, names: Name
     axis = long_axes[0] if len(long_axes) == 1 else (0 if c.ndim == 1 else None)
     if axis is None or not np.array_equal(c.reshape(-1), np.arange(c.size)):
         return f"the sliced constant '{counted.name}' is not 0, 1, 2, ... along one axis"
-    slice_axes = _const_ints(slicer.inputs[3]) if len(slicer.inputs) > 3 and slicer.inputs[3] is not None \
-        else list(range(c.ndim))
-    steps = _const_ints(slicer.inputs[4]) if len(slicer.inputs) > 4 and slicer.inputs[4] is not None else None
+    slice_axes = const_ints(slicer, 3) if has_input(slicer, 3) else list(range(c.ndim))
+    steps = const_ints(slicer, 4) if has_input(slicer, 4) else None
     if slice_axes is None or len(slice_axes) != 1 or (steps is not None and steps != [1]):
         return f"'{slicer.name}' does not take a unit-step run along one constant axis"
     if slice_axes[0] % c.ndim != axis:
@@ -159,17 +144,17 @@ def _positions(node: Node, producers: dict[str, Node], graph: Graph, names: Name
         return (f"the gathered axis has {table_shape[g]} entries and the positions {c.shape[axis]}: "
                 "a Slice would clamp differently")
     starts, ends = slicer.inputs[1], slicer.inputs[2]
-    sliced = Value(names.unique(f"{node.outputs[0].name}_rows"))
-    take = Node("Slice", [table, starts, ends, _constant_1d(graph, names, [g], f"{node.name}_axis")], [sliced],
-                name=names.unique(f"{node.name}_slice"), opset=max(node.opset, 10))
+    sliced = rw.value(f"{node.outputs[0].name}_rows")
+    take = rw.node("Slice", [table, starts, ends, _axes_const(rw, [g], f"{node.name}_axis")], [sliced],
+                   name=f"{node.name}_slice", opset=max(node.opset, 10))
     other = [g + i for i in range(c.ndim) if i != axis]
-    return [take] + _unsqueezed(graph, names, node, sliced, other)
+    return [take] + _unsqueezed(rw, node, sliced, other)
 
 
 # -- Gather(Flatten(X), enumeration of X's positions) --------------------------------------------
 
-def _enumeration(node: Node, producers: dict[str, Node], analysis: ShapeAnalysis, graph: Graph,
-                 names: NameScope) -> Union[list[Node], str, None]:
+def _enumeration(node: Node, producers: dict[str, Node], analysis: ShapeAnalysis,
+                 rw: Rewriter) -> Union[list[Node], str, None]:
     """The view, why not (a gather along a Flatten's rows), or None (any other gather)."""
     data, indices = node.inputs[0], node.inputs[1]
     flatten = producers.get(data.name) if data is not None else None
@@ -199,7 +184,7 @@ def _enumeration(node: Node, producers: dict[str, Node], analysis: ShapeAnalysis
         stride = stride * x_shape[k]
     out_rank = counter.rank + 1  # Flatten's trailing axis of size 1
     other = [i for i in range(out_rank) if i not in counter.strides]
-    return _unsqueezed(graph, names, node, x, other)
+    return _unsqueezed(rw, node, x, other)
 
 
 def _scalar(v: Optional[Value], analysis: ShapeAnalysis) -> Optional[sympy.Expr]:
@@ -223,9 +208,8 @@ def _counter(v: Optional[Value], producers: dict[str, Node], analysis: ShapeAnal
         return _Counter(1, {0: sympy.Integer(1)}, {0: limit})
     if node.op_type == "Unsqueeze":
         inner = _counter(ins[0], producers, analysis, depth + 1)
-        axes = _const_ints(ins[1]) if node.opset >= 13 and len(ins) > 1 else \
-            ([int(a) for a in node.attrs["axes"]] if node.attrs.get("axes") is not None else None)
-        if inner is None or axes is None:
+        known, axes = axes_of(node)
+        if inner is None or not known or axes is None:
             return None
         rank = inner.rank + len(axes)
         added = sorted(a % rank for a in axes)

@@ -14,7 +14,7 @@ the producer of its input is renamed to produce it instead; where the input is a
 input or a constant (nothing to rename), an Identity stays.
 
 Also holds the graph-editing helpers the cleanup passes share (`substitute`, `all_names`,
-`read_names`).
+`read_names`, and `const_ints`, `has_input`, `axes_of` for reading constant inputs).
 """
 
 from __future__ import annotations
@@ -95,22 +95,23 @@ class NoopRule:
     check: Callable[[Node, set[str]], Optional[str]] = lambda node, read: None
 
 
-def _const_ints(node: Node, i: int) -> Optional[list[int]]:
+def const_ints(node: Node, i: int) -> Optional[list[int]]:
+    """Input i as a list of ints when it is a constant (None when absent or computed)."""
     if i >= len(node.inputs) or node.inputs[i] is None or node.inputs[i].const is None:
         return None
     return [int(x) for x in np.asarray(node.inputs[i].const).reshape(-1)]
 
 
-def _has_input(node: Node, i: int) -> bool:
+def has_input(node: Node, i: int) -> bool:
     return i < len(node.inputs) and node.inputs[i] is not None
 
 
-def _axes(node: Node, i: int = 1) -> tuple[bool, Optional[list[int]]]:
+def axes_of(node: Node, i: int = 1) -> tuple[bool, Optional[list[int]]]:
     """(known, axes) of Squeeze/Unsqueeze: attribute before opset 13, input since."""
     if node.attrs.get("axes") is not None:
         return True, [int(a) for a in node.attrs["axes"]]
-    if _has_input(node, i):
-        axes = _const_ints(node, i)
+    if has_input(node, i):
+        axes = const_ints(node, i)
         return axes is not None, axes
     return True, None
 
@@ -126,7 +127,7 @@ def _fully_named(shape) -> bool:
 
 def _reshape_keeps_shape(node: Node) -> bool:
     x = node.inputs[0]
-    target = list(node.attrs["shape"]) if node.attrs.get("shape") is not None else _const_ints(node, 1)
+    target = list(node.attrs["shape"]) if node.attrs.get("shape") is not None else const_ints(node, 1)
     if x is None or target is None or not _fully_named(x.shape):
         return False
     try:
@@ -151,7 +152,7 @@ def _expand_keeps_shape(node: Node) -> bool:
     out = node.outputs[0].shape
     if _fully_named(x.shape) and _fully_named(out) and tuple(out) == tuple(x.shape):
         return True  # a target computed at run time whose dims are the input's (passes/symbolic_dims.py)
-    target = _const_ints(node, 1)
+    target = const_ints(node, 1)
     if target is None or len(target) > len(x.shape):
         return False
     # Right-aligned: a target dim of 1 broadcasts nothing; an equal one neither.
@@ -159,7 +160,7 @@ def _expand_keeps_shape(node: Node) -> bool:
 
 
 def _pads_are_zero(node: Node) -> bool:
-    pads = list(node.attrs["pads"]) if node.attrs.get("pads") is not None else _const_ints(node, 1)
+    pads = list(node.attrs["pads"]) if node.attrs.get("pads") is not None else const_ints(node, 1)
     return pads is not None and all(p == 0 for p in pads)
 
 
@@ -171,11 +172,11 @@ def _slice_takes_everything(node: Node) -> bool:
         starts, ends = list(node.attrs["starts"]), list(node.attrs["ends"])
         axes, steps = node.attrs.get("axes"), None
     else:
-        starts, ends = _const_ints(node, 1), _const_ints(node, 2)
-        axes = _const_ints(node, 3) if _has_input(node, 3) else None
-        steps = _const_ints(node, 4) if _has_input(node, 4) else None
-        if starts is None or ends is None or (_has_input(node, 3) and axes is None) \
-                or (_has_input(node, 4) and steps is None):
+        starts, ends = const_ints(node, 1), const_ints(node, 2)
+        axes = const_ints(node, 3) if has_input(node, 3) else None
+        steps = const_ints(node, 4) if has_input(node, 4) else None
+        if starts is None or ends is None or (has_input(node, 3) and axes is None) \
+                or (has_input(node, 4) and steps is None):
             return False
     if len(starts) != len(ends):
         return False
@@ -192,7 +193,7 @@ def _slice_takes_everything(node: Node) -> bool:
 
 
 def _dropout_check(node: Node, read: set[str]) -> Optional[str]:
-    if node.attrs.get("_train_from_input") and _has_input(node, 2):
+    if node.attrs.get("_train_from_input") and has_input(node, 2):
         mode = node.inputs[2]
         if mode.const is None:
             return f"training_mode '{mode.name}' is not a constant"
@@ -274,7 +275,7 @@ def _compose_transposes(m: Match, rw: Rewriter) -> list[Node]:
 
 
 def _unsqueezed_axes(node: Node, out_rank: Optional[int]) -> tuple[Optional[set[int]], str]:
-    known, axes = _axes(node)
+    known, axes = axes_of(node)
     if not known:
         return None, f"the axes of '{node.name}' come from a non-constant input"
     if axes is None:
@@ -290,7 +291,7 @@ def _unsqueezed_axes(node: Node, out_rank: Optional[int]) -> tuple[Optional[set[
 
 def _squeezed_axes(node: Node) -> tuple[Optional[set[int]], str]:
     """Axes a Squeeze drops, normalised against its input's rank."""
-    known, axes = _axes(node)
+    known, axes = axes_of(node)
     x = node.inputs[0]
     if not known:
         return None, f"the axes of '{node.name}' come from a non-constant input"

@@ -42,7 +42,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from ..errors import BuildError, ConfigError
-from ..ir import DType, Graph, NameScope, Node, TensorType, Value, free_names_of_subgraphs
+from ..ir import HALF_FLOATS, DType, Graph, NameScope, Node, TensorType, Value, free_names_of_subgraphs
 from ..ops import InferContext, get_op
 from ..ops.infer import merge_types
 from .policy import sensitivity_reason
@@ -50,7 +50,6 @@ from .policy import sensitivity_reason
 # Precision names as users write them (trtexec's --layerPrecisions) -> dtype.
 PRECISIONS: dict[str, DType] = {"fp32": DType.FLOAT32, "fp16": DType.FLOAT16, "bf16": DType.BFLOAT16}
 _ALIASES = {"float32": "fp32", "float": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
-LOW_PRECISIONS = (DType.FLOAT16, DType.BFLOAT16)
 CONSTRAINTS = ("none", "prefer", "obey")
 
 # (op type, dtype) -> why the op cannot run in that precision on the torch backends. Empty:
@@ -328,7 +327,7 @@ class _Assigner:
         produced = {self._current_dtype(v) for v in floats if v.name not in self.consts}
         if len(produced) == 1:
             dtype = produced.pop()
-            if dtype in LOW_PRECISIONS:
+            if dtype in HALF_FLOATS:
                 blocker = low_precision_blocker(node, dtype, self._lowerable)
                 if blocker is None:
                     return dtype, ""

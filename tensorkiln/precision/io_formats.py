@@ -22,11 +22,7 @@ from __future__ import annotations
 from typing import Mapping, Optional
 
 from ..errors import ConfigError
-from ..ir import DType, Graph, TensorType, free_names_of_subgraphs
-
-# The formats a tensor may take: its own dtype, or for float32 one of these.
-NARROWED_FLOATS = (DType.FLOAT16, DType.BFLOAT16)
-
+from ..ir import HALF_FLOATS, DType, Graph, TensorType, free_names_of_subgraphs
 
 def io_format_dtype(text: str, what: str) -> DType:
     """The dtype an I/O format names ('fp16', 'float16', 'int64', ...); ConfigError otherwise."""
@@ -80,10 +76,10 @@ def _refusal(declared: object, want: DType) -> Optional[str]:
         return None
     if want in (DType.INT8, DType.FLOAT8E4M3FN, DType.FLOAT8E5M2):
         return f"{want.short} bindings need a quantization scale, which an I/O format does not give"
-    if declared.dtype != DType.FLOAT32 or want not in NARROWED_FLOATS:
+    if declared.dtype != DType.FLOAT32 or want not in HALF_FLOATS:
         return (f"it is declared {declared.dtype.short}; a format may name that dtype, or narrow a float32 tensor "
                 f"to float16 or bfloat16")
     return None
 
 
-__all__ = ["NARROWED_FLOATS", "boundary_dtypes", "io_format_dtype"]
+__all__ = ["boundary_dtypes", "io_format_dtype"]

@@ -17,19 +17,15 @@ from typing import Any, Optional
 
 import torch
 
-from ...ir import DType, Node
+from ...ir import HALF_FLOATS, Node
 from ...ops import get_op
 from ..derived import DerivedTensors
 from ..registry import Tactic, register_tactic
 
-# Where the layouts differ: fp32 products run the same kernel either way (measured above).
-_HALF_FLOATS = (DType.FLOAT16, DType.BFLOAT16)
-
-
 def _supports(node: Node) -> Optional[str]:
     a = node.inputs[0]
     weight = node.inputs[1] if len(node.inputs) > 1 else None
-    if a is None or a.dtype not in _HALF_FLOATS:
+    if a is None or a.dtype not in HALF_FLOATS:
         return "not an fp16/bf16 product (fp32 runs the same kernel with either weight layout)"
     if weight is None or weight.const is None:
         return "the weight is not a constant (it would be transposed on every call)"

@@ -8,13 +8,12 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from ...ir import DType, Node
+from ...ir import HALF_FLOATS, DType, Node
 from ..derived import DerivedTensors
 from ..registry import Tactic, register_tactic
 
 # The dtypes cuDNN, cuBLAS and the Triton kernels here take; float64 stays on the reference.
-FAST_FLOATS = (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16)
-HALF_FLOATS = (DType.FLOAT16, DType.BFLOAT16)
+FAST_FLOATS = (DType.FLOAT32,) + HALF_FLOATS
 
 
 def input_dtype(node: Node, i: int) -> Optional[DType]:
