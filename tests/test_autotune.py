@@ -508,6 +508,10 @@ def test_graph_timing_measures_kernels_and_refuses_uncapturable_calls():
     # The device is usable after the failed capture, and the caller's stream is current again.
     assert torch.cuda.current_stream() == torch.cuda.default_stream()
     assert torch.isfinite((x @ x).sum()).item()
+    # torch leaves the device's random generator in capture mode after a failed capture (random
+    # ops then raise "Offset increment outside graph capture"): the tuner puts it right.
+    assert torch.randn(8, device=device).shape == (8,)
+    assert torch.rand(8, device=device, generator=None).max() < 1
 
 
 @pytest.mark.cuda

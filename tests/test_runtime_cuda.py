@@ -440,9 +440,11 @@ def test_capture_failure_falls_back_to_eager(rng):
     assert not ctx2.cuda_graph and "CUDA graphs are off" in ctx2.warnings[0]
     x = np.ones(5, np.float32)
     assert ctx2.execute({"x": torch.from_numpy(x).cuda()})["y"].shape == (1, 5)
-    # Other work on the GPU still runs normally after the failed capture, on the caller's stream.
+    # Other work on the GPU still runs normally after the failed capture, on the caller's stream,
+    # random ops included (torch leaves the generator in capture mode after a failed capture).
     assert torch.cuda.current_stream() == torch.cuda.default_stream()
     assert torch.equal(torch.ones(3, device="cuda") * 2, torch.full((3,), 2.0, device="cuda"))
+    assert torch.randn(8, device="cuda").isfinite().all()
 
 
 @cuda

@@ -34,7 +34,6 @@ captured, and every later call runs eagerly.
 
 from __future__ import annotations
 
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
@@ -42,6 +41,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from ..ir import Graph, TensorType
+from ..tactics.graph_capture import capture
 
 Signature = tuple
 RunFn = Callable[[Sequence[Any]], list[Any]]
@@ -218,16 +218,11 @@ class CudaGraphs:
                 with torch.cuda.stream(side):
                     run_eagerly(statics)  # per-stream lazy state (cuBLAS workspace) outside the capture
                 # "thread_local": only this thread's unsafe calls (host syncs) end the capture;
-                # other threads of the process keep working meanwhile.
-                with warnings.catch_warnings():
-                    # A failed capture ends empty; the caller reports the failure itself.
-                    warnings.filterwarnings("ignore", message="The CUDA Graph is empty")
-                    with torch.cuda.graph(graph, pool=self._pool, stream=side, capture_error_mode="thread_local"):
-                        outs = run_eagerly(statics)
+                # other threads of the process keep working meanwhile. A failed capture leaves the
+                # caller's stream current and the device's random generator usable.
+                with capture(graph, side, pool=self._pool, capture_error_mode="thread_local"):
+                    outs = run_eagerly(statics)
         finally:
-            # torch.cuda.graph leaves its capture stream current when ending a failed capture raises.
-            if torch.cuda.current_stream(self.device) != caller:
-                torch.cuda.set_stream(caller)
             caller.wait_stream(side)
         for i, out in enumerate(outs):
             if out is not None and not isinstance(out, torch.Tensor):

@@ -38,7 +38,6 @@ import platform
 import statistics
 import sys
 import time
-import warnings
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from ..errors import BuildError, ConfigError
 from ..ir import DType, Graph, Node, TensorType, free_names_of_subgraphs, numpy_to_torch
 from ..ops import RunContext, get_op
 from .device import describe_device
+from .graph_capture import capture
 from . import registry as _registry
 from .registry import REFERENCE, Tactic, find_tactic
 from .select import TacticChoice
@@ -393,16 +393,12 @@ def _captured(sequence: Sequence[Callable[[], Any]], device: torch.device) -> Ca
             for c in dict.fromkeys(sequence):
                 c()  # warm-up off the default stream, as capture wants (lazy handles, workspaces)
         caller.wait_stream(side)
-        with warnings.catch_warnings():
-            # A candidate that launches no kernel (a view) captures an empty graph: it costs the
-            # engine's graph nothing, which is what replaying the empty graph measures.
-            warnings.filterwarnings("ignore", message="The CUDA Graph is empty")
-            with torch.cuda.graph(graph, stream=side):
-                for c in sequence:
-                    c()
+        # A candidate that launches no kernel (a view) captures an empty graph: it costs the
+        # engine's graph nothing, which is what replaying the empty graph measures.
+        with capture(graph, side):
+            for c in sequence:
+                c()
     except Exception as exc:  # noqa: BLE001 - any capture failure means: time this build eagerly
-        # torch.cuda.graph leaves its capture stream current when ending the capture raises.
-        torch.cuda.set_stream(caller)
         torch.cuda.synchronize(device)
         raise CaptureFailed(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
                             ) from exc
