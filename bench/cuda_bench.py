@@ -552,8 +552,13 @@ def run_workload(report: Report, bundle: ModelBundle, workload: Workload, args: 
         eager = peers.eager_peer(module, bundle.input_names)
         entries.append((eager.name, eager, peer_inputs, ""))
         ref = eager.run_checked(peer_inputs[0])
+        skipped = f"skipped: past --deadline {args.deadline} s"
         for mode in args.compile_modes:
             label = f"torch.compile({mode})"
+            if out_of_time():  # a compile can take minutes (max-autotune): none starts after the deadline
+                entries.append((label, None, peer_inputs, skipped))
+                log(f"    {label}: {skipped}")
+                continue
             log(f"  {workload.name} {precision}: compiling {label} ...")
             try:
                 compiled = peers.compiled_peer(module, bundle.input_names, mode, peer_inputs[0], label=label)
@@ -565,6 +570,10 @@ def run_workload(report: Report, bundle: ModelBundle, workload: Workload, args: 
         # Each engine's build row: the CUDA-graph state after timing goes there.
         builds: dict[str, BuildRow] = {}
         for dynamic in ((False, True) if args.dynamic_profile else (False,)):
+            if out_of_time():
+                entries.append((entry_name(dynamic), None, list(input_sets), skipped))
+                log(f"    {entry_name(dynamic)}: {skipped}")
+                continue
             entry, builds[entry_name(dynamic)] = _our_entry(report, bundle, workload, precision, device, input_sets,
                                                             cache_dir, log, dynamic)
             entries.append(entry)
@@ -851,8 +860,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--seq", type=int, default=None, help="override BERT's sequence length (smoke tests)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--deadline", type=float, default=None,
-                   help="seconds after which remaining workload/precision groups are skipped (and said so), "
-                        "so a run under an outside time limit still prints its table")
+                   help="seconds after which no workload/precision group, compile or engine build starts (what "
+                        "is skipped is said so), so a run under an outside time limit still prints its table")
     p.add_argument("--device", default="cuda", help="cuda (the benchmark), or cpu for a smoke test")
     p.add_argument("--out", type=Path, default=Path(os.environ["OUT"]) if os.environ.get("OUT") else None,
                    help="write results.json and results.md here (default: $OUT when set)")
