@@ -691,8 +691,8 @@ def where_time_goes(report: Report) -> list[str]:
     for r in report.rows:
         groups.setdefault((r.workload, r.precision), []).append(r)
     for (workload, precision), rows in groups.items():
-        kiln = next((r for r in rows if r.system == TENSORKILN and r.timing), None)
-        peer_rows = [r for r in rows if not _is_ours(r.system) and r.timing]
+        kiln = next((r for r in rows if r.system == TENSORKILN and r.throughput), None)
+        peer_rows = [r for r in rows if not _is_ours(r.system) and r.throughput]
         if kiln is None or not peer_rows or ((kiln.ratio_to_best_peer or 0) >= 1.0
                                              and (kiln.latency_ratio_to_best_peer or 2.0) <= 1.0):
             continue

@@ -420,6 +420,60 @@ def test_tf32_follows_the_engine_and_is_restored(use_graph):
 
 
 @cuda
+def test_index_tuple_ops_are_captured_in_cuda_graphs(rng):
+    # GatherND and ScatterND bound their index tuples with the data's sizes as Python ints: a
+    # tensor of them was copied from the host at every call, which made the capture fail and
+    # the whole engine run eagerly.
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    nd (float[4,5,3] x, int64[6,2] i, float[6,3] u) => (float[6,3] g, float[4,5,3] s, float[4,5,3] a) {
+        g = GatherND(x, i)
+        s = ScatterND(x, i, u)
+        a = ScatterND<reduction="add">(x, i, u)
+    }
+    """
+    engine = _engine(onnx.parser.parse_model(text), optimization_level=0)
+    ctx = engine.create_execution_context()
+    for _ in range(4):
+        x = rng.standard_normal((4, 5, 3)).astype(np.float32)
+        cells = rng.permutation(20)[:6]
+        i = np.stack([cells // 5, cells % 5], -1).astype(np.int64)
+        i[0] -= [4, 5]  # a negative index counts from the end
+        u = rng.standard_normal((6, 3)).astype(np.float32)
+        out = ctx.execute({"x": torch.from_numpy(x).cuda(), "i": torch.from_numpy(i).cuda(),
+                           "u": torch.from_numpy(u).cuda()})
+        rows, cols = i[:, 0] % 4, i[:, 1] % 5
+        replaced, added = x.copy(), x.copy()
+        replaced[rows, cols] = u
+        np.add.at(added, (rows, cols), u)
+        np.testing.assert_array_equal(out["g"].cpu().numpy(), x[rows, cols])
+        np.testing.assert_array_equal(out["s"].cpu().numpy(), replaced)
+        np.testing.assert_allclose(out["a"].cpu().numpy(), added, rtol=1e-6, atol=1e-6)
+    assert ctx.cuda_graph and not engine.cuda_graph_failure and not ctx.warnings, ctx.warnings
+
+
+@cuda
+def test_onnx_attention_reference_is_captured_in_cuda_graphs(rng):
+    # ONNX Attention's reference scales Q and K by sqrt(scale) as a Python number: a device
+    # tensor of it was copied from the host at every call, which made the capture fail.
+    text = """
+    <ir_version: 10, opset_import: ["" : 23]>
+    att (float[2,3,8,16] q, float[2,3,8,16] k, float[2,3,8,16] v) => (float[2,3,8,16] y) { y = Attention(q, k, v) }
+    """
+    engine = _engine(onnx.parser.parse_model(text), optimization_level=0)
+    ctx = engine.create_execution_context()
+    tol = tolerance_for("tf32")  # TF32 is allowed on CUDA by default
+    for _ in range(4):
+        q, k, v = (rng.standard_normal((2, 3, 8, 16)).astype(np.float32) for _ in range(3))
+        y = ctx.execute({n: torch.from_numpy(t).cuda() for n, t in zip("qkv", (q, k, v))})["y"].cpu().numpy()
+        scores = q @ k.transpose(0, 1, 3, 2) / 4.0
+        weights = np.exp(scores - scores.max(-1, keepdims=True))
+        expected = (weights / weights.sum(-1, keepdims=True)) @ v
+        np.testing.assert_allclose(y, expected, rtol=tol.rtol, atol=tol.atol)
+    assert ctx.cuda_graph and not engine.cuda_graph_failure and not ctx.warnings, ctx.warnings
+
+
+@cuda
 def test_capture_failure_falls_back_to_eager(rng):
     # NonZero's output size depends on the data: torch reads it back to the host, which a
     # capture does not allow.

@@ -6,7 +6,7 @@ Dims follow the IR: ``int`` (known), ``str`` (a named symbol) or ``None`` (unkno
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -90,34 +90,48 @@ _SIGNED_ALIAS = {getattr(torch, u): getattr(torch, i) for u, i in (("uint16", "i
                                                                   ("uint64", "int64")) if hasattr(torch, u)}
 
 
-def bounded_indices(indices: torch.Tensor, sizes: Union[int, torch.Tensor], what: str, axis: Optional[int] = None
+def bounded_indices(indices: torch.Tensor, size: int, what: str, axis: Optional[int] = None
                     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """ONNX indices (negative ones count from the end) as int64 indices torch's kernels accept,
-    and where on a GPU the positions outside [-size, size) are (None on the CPU).
+    """ONNX indices into an axis of `size` (negative ones count from the end) as int64 indices
+    torch's kernels accept, and where on a GPU the positions outside [-size, size) are (None on
+    the CPU).
 
     Such an index is an error in ONNX. On the CPU this raises one naming the index and `what`
     (the op). On a GPU, torch's indexing kernels would stop on it with a device-side assert, which
     leaves the process's CUDA context unusable, and checking first would wait for the device on
     every call (and break CUDA-graph capture); so there it is clamped into range and the caller
     zeroes what it gathered (a gather) or drops what it would write (a scatter), as the Triton
-    gather kernel does (tactics/cuda/gather.py). `sizes` is the axis's size, or a tensor of one
-    size per coordinate of the last dim (GatherND/ScatterND tuples)."""
+    gather kernel does (tactics/cuda/gather.py)."""
     flat = indices.to(torch.int64)
-    wrapped = torch.where(flat < 0, flat + sizes, flat)
-    outside = (wrapped < 0) | (wrapped >= sizes)
+    wrapped = torch.where(flat < 0, flat + size, flat)
+    outside = (wrapped < 0) | (wrapped >= size)
     if flat.device.type == "cpu":
         if flat.numel() and bool(outside.any()):
-            position = outside.nonzero()[0].tolist()
-            bad = int(flat[tuple(position)])
-            size = int(sizes) if isinstance(sizes, int) else int(sizes.reshape(-1)[position[-1]])
+            bad = int(flat[tuple(outside.nonzero()[0].tolist())])
             where = f" along axis {axis}" if axis is not None else ""
-            if not isinstance(sizes, int):
-                where += f" (coordinate {position[-1]} of an index tuple)"
             raise IndexError(f"{what}: index {bad} is outside [-{size}, {size}){where}")
         return wrapped, None
-    if isinstance(sizes, int):
-        return wrapped.clamp(0, max(sizes - 1, 0)), outside
-    return torch.minimum(wrapped.clamp(min=0), (sizes - 1).clamp(min=0)), outside
+    return wrapped.clamp(0, max(size - 1, 0)), outside
+
+
+def bounded_index_tuples(indices: torch.Tensor, sizes: Sequence[int], what: str
+                         ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """bounded_indices for index tuples (GatherND, ScatterND): the last dim of `indices` holds one
+    coordinate per leading dim of the data, of the sizes `sizes`. Each coordinate is bounded by
+    its size as a Python int: a tensor of the sizes would be copied from the host at every call,
+    which a CUDA-graph capture does not allow (the engine would run without graphs)."""
+    columns: list[torch.Tensor] = []
+    outsides: list[torch.Tensor] = []
+    for j, size in enumerate(sizes):
+        try:
+            column, outside = bounded_indices(indices[..., j], int(size), what)
+        except IndexError as exc:
+            raise IndexError(f"{exc} (coordinate {j} of an index tuple)") from None
+        columns.append(column)
+        if outside is not None:
+            outsides.append(outside)
+    coords = torch.stack(columns, -1) if columns else indices.to(torch.int64)
+    return coords, (torch.stack(outsides, -1) if outsides else None)
 
 
 def zero_where(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -220,7 +234,7 @@ def to_compute(x: torch.Tensor, reduction: str) -> torch.Tensor:
     if x.dtype == torch.uint64:
         if reduction in ("max", "min"):
             # Flipping the sign bit maps unsigned order onto signed order.
-            return x.view(torch.int64) ^ torch.tensor(-2 ** 63, dtype=torch.int64, device=x.device)
+            return x.view(torch.int64) ^ (-2 ** 63)
         return x.view(torch.int64)
     if x.dtype == torch.bool:
         return x.to(torch.uint8)
@@ -233,7 +247,7 @@ def from_compute(y: torch.Tensor, dtype: torch.dtype, reduction: str) -> torch.T
     if dtype == torch.bool:
         return y != 0
     if dtype == torch.uint64 and reduction in ("max", "min"):
-        return (y ^ torch.tensor(-2 ** 63, dtype=torch.int64, device=y.device)).view(dtype)
+        return (y ^ (-2 ** 63)).view(dtype)
     if dtype in _FLOAT8 or (dtype in (torch.uint16, torch.uint32) and y.dtype == torch.int64):
         return y.to(dtype)
     return y.view(dtype)

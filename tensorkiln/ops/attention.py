@@ -164,8 +164,10 @@ class Attention(Op):
             v = _split_heads(v, a["kv_num_heads"])
         dtype = q.dtype
         scale = a["scale"] if a["scale"] is not None else 1.0 / math.sqrt(q.shape[3])
-        # Both Q and K are scaled by sqrt(scale), rounded to the input type, as ONNX specifies.
-        root = torch.tensor(math.sqrt(scale), dtype=dtype, device=q.device)
+        # Both Q and K are scaled by sqrt(scale), rounded to the input type, as ONNX specifies. A
+        # Python number, not a device tensor: that would be copied from the host at every call,
+        # which a CUDA-graph capture does not allow.
+        root = float(torch.tensor(math.sqrt(scale), dtype=dtype))
 
         present_key = k if past_key is None else torch.cat([past_key, k], dim=2)
         present_value = v if past_value is None else torch.cat([past_value, v], dim=2)

@@ -64,8 +64,9 @@ class FlexAttention(Op):
             k = k.repeat_interleave(q_heads // kv_heads, dim=1)
             v = v.repeat_interleave(q_heads // kv_heads, dim=1)
         scale = attrs["scale"] if attrs["scale"] is not None else 1.0 / math.sqrt(q.shape[3])
-        # √scale is taken in float32 and rounded to the input type, as ONNX's definition does.
-        root = torch.tensor(scale, dtype=torch.float32).sqrt().to(q.dtype).to(q.device)
+        # √scale is taken in float32 and rounded to the input type, as ONNX's definition does; a
+        # Python number, so no host-to-device copy breaks a CUDA-graph capture.
+        root = float(torch.tensor(scale, dtype=torch.float32).sqrt().to(q.dtype))
         compute = _softmax_dtype(DType.from_torch(q.dtype), attrs["softmax_precision"]).torch
         scores = torch.matmul(q * root, (k * root).transpose(-1, -2)).to(compute)
         if attrs["score_mod"] is not None:

@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 
 from ..ir import TensorType
-from ._shape_common import bounded_indices, zero_where
+from ._shape_common import bounded_index_tuples, zero_where
 from .registry import InferContext, Op, register
 
 
@@ -37,11 +37,10 @@ class GatherND(Op):
             batch *= int(d)
         flat_data = data.reshape((batch,) + tuple(data.shape[b:]))
         coords = idx.reshape(batch, -1, k)
-        sizes = torch.tensor([int(d) for d in data.shape[b:b + k]], dtype=torch.int64, device=idx.device)
         out_shape = tuple(idx.shape[:-1]) + tuple(data.shape[b + k:])
         if coords.numel() and data.device.type != "cpu" and 0 in data.shape[b:b + k]:
-            return data.new_zeros(out_shape)  # every tuple is outside an empty dim (bounded_indices)
-        coords, outside = bounded_indices(coords, sizes, "GatherND")
+            return data.new_zeros(out_shape)  # every tuple is outside an empty dim (bounded_index_tuples)
+        coords, outside = bounded_index_tuples(coords, [int(d) for d in data.shape[b:b + k]], "GatherND")
         rows = torch.arange(batch, device=data.device).reshape(batch, 1).expand(batch, coords.shape[1])
         picked = flat_data[(rows,) + tuple(coords[..., j] for j in range(k))]
         if outside is not None:

@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 
 from ..ir import TensorType
-from ._shape_common import SCATTER_REDUCTIONS, bounded_indices, from_compute, movable, to_compute
+from ._shape_common import SCATTER_REDUCTIONS, bounded_index_tuples, from_compute, movable, to_compute
 from .registry import InferContext, Op, register, same_as_input
 
 @register
@@ -28,13 +28,12 @@ class ScatterND(Op):
         data, idx, updates = inputs[0], inputs[1].to(torch.int64), inputs[2]
         k = int(idx.shape[-1])
         lead = [int(d) for d in data.shape[:k]]
-        sizes = torch.tensor(lead, dtype=torch.int64, device=idx.device)
-        coords, outside = bounded_indices(idx.reshape(-1, k), sizes, "ScatterND")
-        # Row-major linear position of each coordinate tuple among the first k dims.
-        strides = [1] * k
-        for j in range(k - 2, -1, -1):
-            strides[j] = strides[j + 1] * lead[j + 1]
-        linear = (coords * torch.tensor(strides, dtype=torch.int64, device=idx.device)).sum(-1)
+        coords, outside = bounded_index_tuples(idx.reshape(-1, k), lead, "ScatterND")
+        # Row-major linear position of each coordinate tuple among the first k dims, with the
+        # strides as Python ints (no host-to-device copy: capturable in a CUDA graph).
+        linear = torch.zeros(coords.shape[:-1], dtype=torch.int64, device=coords.device)
+        for j in range(k):
+            linear = linear * lead[j] + coords[:, j]
         rows = 1
         for d in lead:
             rows *= d

@@ -41,8 +41,9 @@ def skip_layer_norm_kernel(x_ptr, skip_ptr, gamma_ptr, beta_ptr, y_ptr, sum_ptr,
     mask = (rows < rows_total)[:, None] & col_ok[None, :]
     offsets = rows[:, None] * n + cols[None, :]
     skip_offsets = (rows % skip_rows)[:, None] * n + cols[None, :]
-    # x, and skip rows that are not broadcast, are read once and never again: evict them first, so
-    # L2 keeps y for the layers that read it next (BERT-base b64 on an H200: 10.9 -> 9.4 us).
+    # x (in a transformer, the GEMM output) and skip rows that are not broadcast are usually read
+    # only here: evict them first, so L2 keeps y for the layers that read it next (a hint, not a
+    # promise; BERT-base b64 on an H200, GPU kept busy: 10.8 -> 10.5 us).
     total = tl.load(x_ptr + offsets, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
     if SKIP_REUSED:
         total += tl.load(skip_ptr + skip_offsets, mask=mask, other=0.0).to(tl.float32)
