@@ -474,6 +474,53 @@ def test_onnx_attention_reference_is_captured_in_cuda_graphs(rng):
 
 
 @cuda
+@pytest.mark.parametrize("opset, clip", [
+    (6, "y = Clip<min=-0.5, max=0.75>(x)"),  # the bounds are attributes: host scalars
+    (13, "y = Clip(x, lo, hi)"),  # the bounds are constant inputs
+])
+def test_clip_is_captured_in_cuda_graphs(rng, opset, clip):
+    # Attribute bounds were copied to the device at every call, which made the capture fail.
+    consts = "" if opset < 11 else "<float lo = {-0.5}, float hi = {0.75}>"
+    text = f"""
+    <ir_version: 8, opset_import: ["" : {opset}]>
+    clip (float[64] x) => (float[64] y) {consts} {{ {clip} }}
+    """
+    engine = _engine(onnx.parser.parse_model(text), optimization_level=0)
+    ctx = engine.create_execution_context()
+    for _ in range(4):
+        x = rng.standard_normal(64).astype(np.float32)
+        y = ctx.execute({"x": torch.from_numpy(x).cuda()})["y"].cpu().numpy()
+        np.testing.assert_array_equal(y, np.clip(x, -0.5, 0.75))
+    assert ctx.cuda_graph and not engine.cuda_graph_failure and not ctx.warnings, ctx.warnings
+
+
+@cuda
+@pytest.mark.parametrize("value, dtype", [("float {0.25}", np.float32), ("uint64 {18446744073709551615}", np.uint64)])
+def test_constant_of_shape_is_captured_in_cuda_graphs(rng, value, dtype):
+    # The fill value was copied to the device at every call, which made the capture fail. 64 x 32
+    # elements are too many for a host value: the layer runs on the device.
+    out_type = "float" if dtype == np.float32 else "uint64"
+    text = f"""
+    <ir_version: 8, opset_import: ["" : 17]>
+    fill (float[64,32] x) => (float[64,32] y, {out_type}[64,32] z) {{
+        s = Shape(x)
+        z = ConstantOfShape<value={value}>(s)
+        y = Relu(x)
+    }}
+    """
+    engine = _engine(onnx.parser.parse_model(text), optimization_level=0)
+    ctx = engine.create_execution_context()
+    for _ in range(4):
+        x = rng.standard_normal((64, 32)).astype(np.float32)
+        out = ctx.execute({"x": torch.from_numpy(x).cuda()})
+        z = out["z"].cpu()
+        expected = np.full((64, 32), 0.25 if dtype == np.float32 else np.iinfo(np.uint64).max, dtype)
+        np.testing.assert_array_equal(z.view(torch.int64).numpy().view(dtype) if dtype == np.uint64 else z.numpy(),
+                                      expected)
+    assert ctx.cuda_graph and not engine.cuda_graph_failure and not ctx.warnings, ctx.warnings
+
+
+@cuda
 def test_capture_failure_falls_back_to_eager(rng):
     # NonZero's output size depends on the data: torch reads it back to the host, which a
     # capture does not allow.

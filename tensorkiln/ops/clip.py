@@ -25,10 +25,19 @@ def clamp(x: torch.Tensor, low: Optional[torch.Tensor], high: Optional[torch.Ten
             return None if t is None else ordered(t.to(device=x.device, dtype=x.dtype))
         return unordered(clamp(ordered(x), as_ordered(low), as_ordered(high)), x.dtype)
     if low is not None:
-        x = torch.maximum(x, low.to(device=x.device, dtype=x.dtype))
+        x = torch.maximum(x, _operand(low, x))
     if high is not None:
-        x = torch.minimum(x, high.to(device=x.device, dtype=x.dtype))
+        x = torch.minimum(x, _operand(high, x))
     return x
+
+
+def _operand(bound: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """`bound` in x's dtype, ready for a binary op with x. A scalar bound on the host (an opset<11
+    attribute, a host value) stays there: torch hands a CPU scalar to a GPU kernel by value, where
+    a copy to the device at every call would be a host-to-device copy CUDA-graph capture refuses."""
+    if bound.dim() == 0 and bound.device.type == "cpu":
+        return bound.to(dtype=x.dtype)
+    return bound.to(device=x.device, dtype=x.dtype)
 
 
 @register

@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
+import torch
 
 from ..ir import DType, TensorType, numpy_to_torch
+from ._shape_common import movable
 from .registry import InferContext, Op, as_tuple, register
 
 
@@ -47,6 +49,11 @@ class ConstantOfShape(Op):
         return [TensorType(dtype, None)]
 
     def reference(self, ctx, inputs, attrs):
-        fill = numpy_to_torch(fill_value(attrs)).to(ctx.device)
+        fill = numpy_to_torch(fill_value(attrs)).reshape(())
         shape = as_tuple(inputs[0]) if inputs[0].numel() else []
-        return fill.reshape(()).expand(shape).contiguous()
+        # Filled on the device from a number: copying the value there at every call would be a
+        # host-to-device copy, which CUDA-graph capture refuses. Types torch cannot fill (unsigned,
+        # float8) are filled through the signed integer of the same width, bit for bit.
+        alias = movable(fill)
+        out = torch.full(shape, alias.item(), dtype=alias.dtype, device=ctx.device)
+        return out if alias.dtype == fill.dtype else out.view(fill.dtype)
