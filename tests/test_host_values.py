@@ -9,12 +9,14 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx.parser
+import onnx.printer
 import pytest
 import torch
 from onnx.reference import ReferenceEvaluator
 
 from tensorkiln import Builder, BuilderConfig, Runtime
 from tensorkiln.builder.config import OptimizationProfile
+from tensorkiln.errors import ConfigError
 from tensorkiln.frontends.onnx import parse_onnx
 from tensorkiln.runtime.executor import GraphExecutor
 from tensorkiln.runtime.host_values import MAX_HOST_ELEMENTS, find_host_values
@@ -105,6 +107,64 @@ def test_layers_that_stay_on_the_device(text, why):
     assert 0 in host.layers  # the Shape itself
 
 
+# Engine inputs read on the host (TensorRT's shape tensors): TopK's k, ReduceSum's axes (through a
+# host layer: Cast), Reshape's shape. "scale" is read as data by Mul: it stays a device input.
+HOST_INPUTS_MODEL = """
+<ir_version: 8, opset_import: ["" : 18]>
+picks (float[4, 6] x, int64[1] k, int32[1] axes32, int64[2] shape, float[1] scale) =>
+      (float[4, K] top, int64[4, K] where, float[R] total, float[A, B] flat, float[4, 6] scaled) {
+    top, where = TopK<axis = 1>(x, k)
+    axes = Cast<to = 7>(axes32)
+    total = ReduceSum<keepdims = 0>(x, axes)
+    flat = Reshape(x, shape)
+    scaled = Mul(x, scale)
+}
+"""
+
+
+def test_engine_inputs_read_only_on_the_host_are_host_values():
+    graph = parse_onnx(onnx.parser.parse_model(HOST_INPUTS_MODEL))
+    host = find_host_values(graph)
+    names = [v.name for v in graph.inputs]
+    assert sorted(names[k] for k in host.inputs) == ["axes32", "k", "shape"]
+    assert {"k", "axes32", "axes", "shape"} <= host.values and "scale" not in host.values
+    assert _ops_of(graph, host.layers) == ["Cast"]
+    # An input also read as device data anywhere is not one.
+    both = HOST_INPUTS_MODEL.replace("scaled = Mul(x, scale)", "scaled = Mul(x, scale)\n    kf = Cast<to = 1>(k)")
+    both = both.replace("float[4, 6] scaled)", "float[4, 6] scaled, float[1] kf)")
+    graph = parse_onnx(onnx.parser.parse_model(both))
+    host = find_host_values(graph)
+    assert "k" not in [graph.inputs[i].name for i in host.inputs]
+    # A toy model whose data input is small too: the reduction is not shape arithmetic, so the data
+    # stays a device input and only the axes are read on the host.
+    toy = parse_onnx(onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 18]>
+        toy (float[3, 2, 2] data, int64[1] axes) => (float[3, 2] y) { y = ReduceSum<keepdims = 0>(data, axes) }"""))
+    host = find_host_values(toy)
+    assert [toy.inputs[i].name for i in host.inputs] == ["axes"] and not host.layers
+
+
+def test_host_values_of_any_dtype_get_device_copies():
+    # A bfloat16 Range from engine inputs runs on the host; its output's device copy is found by
+    # its bytes, which numpy (no bfloat16) could not give.
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        r (bfloat16 start, bfloat16 limit, bfloat16 delta) => (bfloat16[3] y) { y = Range(start, limit, delta) }""")
+    _, plan = _plan(onnx.printer.to_text(model))
+    engine = Runtime("cpu").load(plan)
+    split = GraphExecutor(plan.graph, torch.device("cpu"), engine.executor.resolve, shape_values_on_host=True)
+    assert split.host.inputs == frozenset({0, 1, 2}) and split.host.layers == frozenset({0})
+    feeds = [torch.tensor(v, dtype=torch.bfloat16) for v in (1.0, 4.0, 1.0)]
+    for _ in range(2):
+        (y,) = split.run(feeds)
+        assert y.dtype == torch.bfloat16 and y.tolist() == [1.0, 2.0, 3.0]
+    assert len(split._device_copies) == 1
+
+
+def _ops_of(graph, layers) -> list[str]:
+    return sorted(graph.nodes[i].op_type for i in layers)
+
+
 def _inputs(rng, batch: int, length: int) -> dict[str, np.ndarray]:
     return {"x": rng.standard_normal((batch, length, 8)).astype(np.float32)}
 
@@ -185,3 +245,30 @@ def test_a_context_keeps_at_most_max_graphs(rng, monkeypatch):
         assert len(captured) <= 2 and captured[-1] == (batch, length, 8), captured
         assert len(graphs._entries) <= 3
     assert graph.warnings == [], graph.warnings
+
+
+@cuda
+def test_engine_inputs_read_on_the_host_capture_a_graph_per_value(rng):
+    """k, axes and a shape given as engine inputs stay on the host: no device sync reads them, the
+    engine captures CUDA graphs, and each new value gets its own graph (its value shapes the work)."""
+    model = onnx.parser.parse_model(HOST_INPUTS_MODEL)
+    plan = Builder(BuilderConfig(device="cuda", tf32=False, optimization_level=0)).build(parse_onnx(model))
+    engine = Runtime("cuda").load(plan)
+    ctx = engine.create_execution_context()
+    reference = ReferenceEvaluator(model)
+    tol = tolerance_for("fp32")
+    calls = [(2, 1, (3, 8)), (2, 1, (3, 8)), (2, 1, (3, 8)), (3, 0, (24, 1)), (3, 0, (24, 1)), (2, 1, (3, 8))]
+    for k, axis, shape in calls:
+        feeds = {"x": rng.standard_normal((4, 6)).astype(np.float32), "k": np.array([k], np.int64),
+                 "axes32": np.array([axis], np.int32), "shape": np.array(shape, np.int64),
+                 "scale": np.array([0.5], np.float32)}
+        on_device = {name: torch.from_numpy(v).cuda() for name, v in feeds.items()}
+        got = ctx.execute(on_device)
+        want = dict(zip([o.name for o in model.graph.output], reference.run(None, feeds)))
+        for name, value in got.items():
+            assert value.is_cuda, name
+            np.testing.assert_allclose(value.cpu().numpy(), want[name], rtol=tol.rtol, atol=tol.atol, err_msg=name)
+    assert ctx.cuda_graph and not engine.cuda_graph_failure and ctx.warnings == [], ctx.warnings
+    assert len(ctx._graphs.captured_signatures) == 2
+    with pytest.raises(ConfigError, match="reads input.*on the host"):
+        ctx.input_buffers({"x": (4, 6), "k": (1,), "axes32": (1,), "shape": (2,), "scale": (1,)})

@@ -14,6 +14,8 @@ from .registry import InferContext, Op, register
 @register
 class AffineGrid(Op):
     name = "AffineGrid"
+    # The output size is read on the host: a constant stays there (no device sync, capturable).
+    host_inputs = (1,)
     attrs = {"align_corners": 0}
 
     def infer(self, ctx: InferContext) -> list[Optional[TensorType]]:

@@ -13,6 +13,8 @@ from .registry import InferContext, Op, register
 @register
 class CenterCropPad(Op):
     name = "CenterCropPad"
+    # The target shape is read on the host: a constant stays there (no device sync, capturable).
+    host_inputs = (1,)
     attrs = {"axes": None}
 
     def infer(self, ctx: InferContext) -> list[Optional[TensorType]]:

@@ -14,6 +14,8 @@ from .registry import InferContext, Op, register
 @register
 class Col2Im(Op):
     name = "Col2Im"
+    # The image and block shapes are read on the host: constants stay there (no device sync, capturable).
+    host_inputs = (1, 2)
     attrs = {"dilations": None, "pads": None, "strides": None}
 
     def infer(self, ctx: InferContext) -> list[Optional[TensorType]]:

@@ -20,6 +20,8 @@ def _default_spatial(in_sizes, kernel, strides, pads):
 @register
 class MaxUnpool(Op):
     name = "MaxUnpool"
+    # output_shape is read on the host: a constant stays there (no device sync, capturable).
+    host_inputs = (2,)
     attrs = {"kernel_shape": None, "pads": None, "strides": None}
 
     def check(self, node: Node) -> Optional[str]:

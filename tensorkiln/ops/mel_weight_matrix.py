@@ -23,6 +23,8 @@ def _hz_to_mel(hz: torch.Tensor) -> float:
 
 @register
 class MelWeightMatrix(Op):
+    # Every input is a scalar read on the host: constants stay there (no device sync, capturable).
+    host_inputs = (0, 1, 2, 3, 4)
     name = "MelWeightMatrix"
     attrs = {"output_datatype": DType.FLOAT32.value}
     since_opset = 17
@@ -60,4 +62,4 @@ class MelWeightMatrix(Op):
                     out[j, i] = (j - lower) / (center - lower)
             for j in range(center, upper):
                 out[j, i] = (upper - j) / (upper - center)
-        return out.to(device=inputs[0].device, dtype=DType(attrs["output_datatype"]).torch)
+        return out.to(device=ctx.device, dtype=DType(attrs["output_datatype"]).torch)

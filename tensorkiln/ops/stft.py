@@ -32,6 +32,8 @@ def _scalar(x: Optional[torch.Tensor]) -> Optional[int]:
 @register
 class STFT(Op):
     name = "STFT"
+    # frame_step and frame_length are read on the host: constants stay there (no device sync, capturable).
+    host_inputs = (1, 3)
     attrs = {"onesided": 1}
     since_opset = 17
 

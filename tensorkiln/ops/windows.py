@@ -21,6 +21,8 @@ _NUMERIC_OUTPUTS = {DType.FLOAT32, DType.FLOAT16, DType.FLOAT64, DType.BFLOAT16,
 
 class CosineWindow(Op):
     attrs = {"output_datatype": DType.FLOAT32.value, "periodic": 1}
+    # The size is read on the host: a constant stays there (no device sync, capturable).
+    host_inputs = (0,)
 
     def __init__(self, name: str, coefficients: tuple[float, ...]):
         self.name = name
@@ -44,8 +46,8 @@ class CosineWindow(Op):
         size_tensor = inputs[0]
         size = int(size_tensor.reshape(-1)[0].item())
         period = size if attrs["periodic"] else size - 1
-        n = torch.arange(size, dtype=torch.float64, device=size_tensor.device)
-        out = torch.zeros(size, dtype=torch.float64, device=size_tensor.device)
+        n = torch.arange(size, dtype=torch.float64, device=ctx.device)
+        out = torch.zeros(size, dtype=torch.float64, device=ctx.device)
         for k, a in enumerate(self.coefficients):
             out = out + (a * torch.cos(n * (2 * math.pi * k) / period) if k else a)
         return out.to(DType(attrs["output_datatype"]).torch)

@@ -82,9 +82,13 @@ _FOREACH_COPY_OUT_BYTES = 4 << 20
 _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
 
 
-def signature(tensors: Sequence[Any]) -> Signature:
-    """The key of a call's graph: its inputs' shapes and dtypes."""
-    return tuple((x.shape, x.dtype) for x in tensors)
+def signature(tensors: Sequence[Any], host: frozenset[int] = frozenset()) -> Signature:
+    """The key of a call's graph: its inputs' shapes and dtypes, and the values of the inputs at
+    positions `host` (inputs read on the host, whose values shape the captured work)."""
+    if not host:
+        return tuple((x.shape, x.dtype) for x in tensors)
+    return tuple((x.shape, x.dtype, tuple(x.reshape(-1).tolist())) if i in host else (x.shape, x.dtype)
+                 for i, x in enumerate(tensors))
 
 
 def _copy_into(statics: Sequence[torch.Tensor], feeds: Sequence[torch.Tensor]) -> None:
@@ -125,8 +129,10 @@ def copy_out(statics: Sequence[torch.Tensor], dtypes: Sequence[Optional[torch.dt
 class CudaGraphs:
     """The captured graphs of one execution context, by input signature."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, host_inputs: frozenset[int] = frozenset()):
         self.device = device
+        # Positions of the inputs read on the host: their static buffers are host tensors.
+        self._host_inputs = host_inputs
         self._entries: OrderedDict[Signature, _Entry] = OrderedDict()  # least recently used first
         self._pool: Any = None
         self._capture_stream: Optional[torch.cuda.Stream] = None
@@ -143,7 +149,9 @@ class CudaGraphs:
     def static_inputs(self, key: Signature, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         entry = self._entries.setdefault(key, _Entry())
         if entry.static_inputs is None:
-            entry.static_inputs = [_static_like(x, self.device) for x in like]
+            cpu = torch.device("cpu")
+            entry.static_inputs = [_static_like(x, cpu if i in self._host_inputs else self.device)
+                                   for i, x in enumerate(like)]
         return entry.static_inputs
 
     def wants_eager(self, key: Signature) -> bool:

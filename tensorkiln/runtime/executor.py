@@ -193,7 +193,8 @@ class GraphExecutor:
         capture in practice (a signature's first call runs eagerly with the same shapes, so the
         capture finds it here); a copy made during capture reads pinned memory kept here too."""
         value = value.contiguous()
-        key = (value.dtype, tuple(value.shape), value.numpy().tobytes())
+        # The bytes as uint8: numpy has no bfloat16 (or float8) to read them through.
+        key = (value.dtype, tuple(value.shape), value.reshape(-1).view(torch.uint8).numpy().tobytes())
         found = self._device_copies.get(key)
         if found is None:
             if self.device.type != "cuda":

@@ -157,7 +157,14 @@ class ExecutionContext:
         self.engine = engine
         self._specs = engine.inputs
         self._names = engine.input_names
-        self._plain_inputs = all(s.is_tensor for s in self._specs)
+        # Inputs the engine reads on the host (host_values.py: TensorRT's shape tensors): kept
+        # as CPU tensors, and their values are part of the CUDA-graph signature.
+        graph_inputs = engine.plan.graph.inputs
+        self._host_names = frozenset(graph_inputs[k].name for k in engine.executor.host.inputs)
+        tensor_specs = [s for s in self._specs if s.is_tensor]
+        self._host_positions = frozenset(i for i, s in enumerate(tensor_specs) if s.name in self._host_names)
+        # The fast replay path reads no input values: engines with host inputs take the general one.
+        self._plain_inputs = all(s.is_tensor for s in self._specs) and not self._host_names
         self._ignored = frozenset(engine.plan.ignored_inputs)
         self._checked: set[tuple] = set()
         self._on_cuda = engine.device.type == "cuda"
@@ -173,7 +180,7 @@ class ExecutionContext:
             if engine._cuda_graph_failure is not None:
                 self.warnings.append(f"CUDA graphs are off for this engine: {engine._cuda_graph_failure}")
             else:
-                self._graphs = CudaGraphs(engine.device)
+                self._graphs = CudaGraphs(engine.device, self._host_positions)
 
     @property
     def cuda_graph(self) -> bool:
@@ -213,6 +220,9 @@ class ExecutionContext:
         Writing the inputs into them and passing them to `execute` skips the input copies."""
         if self._graphs is None:
             raise ConfigError("input_buffers needs an execution context with CUDA graphs on (a CUDA engine)")
+        if self._host_names:
+            raise ConfigError(f"input_buffers: the engine reads input(s) {sorted(self._host_names)} on the host, "
+                              "and their values choose the CUDA graph: pass every input to execute")
         problem = missing_or_extra(self._specs, shapes)
         if problem:
             raise ShapeError(problem)
@@ -267,13 +277,18 @@ class ExecutionContext:
         graphs = self._graphs if record is None and timer is None else None
         values: dict[str, Any] = {}
         any_torch = False
+        cpu = torch.device("cpu")
         for spec in self._specs:
-            # With CUDA graphs, host inputs stay on the host (pinned when large) and are
-            # copied straight into the graph's static buffers.
-            values[spec.name], was_numpy = to_runtime_value(spec, inputs[spec.name], device,
-                                                            keep_on_host=graphs is not None)
+            # With CUDA graphs, inputs on the host stay there (pinned when large) and are copied
+            # straight into the graph's static buffers. Inputs the engine reads on the host go
+            # there whatever their device.
+            if spec.name in self._host_names:
+                values[spec.name], was_numpy = to_runtime_value(spec, inputs[spec.name], cpu)
+            else:
+                values[spec.name], was_numpy = to_runtime_value(spec, inputs[spec.name], device,
+                                                                keep_on_host=graphs is not None)
             any_torch |= not was_numpy
-        key = signature([values[s.name] for s in self._specs if s.is_tensor])
+        key = signature([values[s.name] for s in self._specs if s.is_tensor], self._host_positions)
         if key not in self._checked:
             check_inputs(self._specs, values)
             self._remember_checked(key)
@@ -283,8 +298,9 @@ class ExecutionContext:
             replayed = self._replay_and_deliver(graphs, key, feeds, as_numpy, outputs)
             if replayed is not None:
                 return replayed
-        feeds = [x.to(device, non_blocking=x.is_pinned()) if isinstance(x, torch.Tensor) and x.device != device
-                 else x for x in feeds]
+        feeds = [x.to(device, non_blocking=x.is_pinned())
+                 if isinstance(x, torch.Tensor) and x.device != device and s.name not in self._host_names
+                 else x for s, x in zip(self._specs, feeds)]
         with self._tf32():
             # Debugging and profiling run every layer on one stream, in order.
             streams = self._streams if record is None and timer is None else None
