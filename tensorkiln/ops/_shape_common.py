@@ -12,6 +12,7 @@ import torch
 
 from ..ir import Node, Value
 from ..ir.shape import Dim
+from ._ordered import ordered, unordered
 from .registry import InferContext, as_tuple, normalize_axis
 
 # ONNX uses INT64_MAX/INT64_MIN for "to the end" in Slice; anything past this is "unbounded".
@@ -226,28 +227,25 @@ SCATTER_REDUCTIONS = {"add": "sum", "mul": "prod", "max": "amax", "min": "amin"}
 
 def to_compute(x: torch.Tensor, reduction: str) -> torch.Tensor:
     """`x` in a dtype where torch can apply `reduction` ("add", "mul", "max", "min") with
-    results that convert back exactly by `from_compute`."""
+    results that convert back exactly by `from_compute`: float8 widened to float32; for max/min
+    the same order in a dtype torch compares (`ordered`); for add/mul the signed type of the
+    same width (wrapping sums and products have the same bits) and bool as uint8."""
     if x.dtype in _FLOAT8:
         return x.to(torch.float32)
-    if x.dtype in (torch.uint16, torch.uint32):
-        return x.to(torch.int64) if reduction in ("max", "min") else movable(x)
-    if x.dtype == torch.uint64:
-        if reduction in ("max", "min"):
-            # Flipping the sign bit maps unsigned order onto signed order.
-            return x.view(torch.int64) ^ (-2 ** 63)
-        return x.view(torch.int64)
+    if reduction in ("max", "min"):
+        return ordered(x)
     if x.dtype == torch.bool:
         return x.to(torch.uint8)
-    return x
+    return movable(x)
 
 
 def from_compute(y: torch.Tensor, dtype: torch.dtype, reduction: str) -> torch.Tensor:
     if y.dtype == dtype:
         return y
+    if dtype in _FLOAT8:
+        return y.to(dtype)
+    if reduction in ("max", "min"):
+        return unordered(y, dtype)
     if dtype == torch.bool:
         return y != 0
-    if dtype == torch.uint64 and reduction in ("max", "min"):
-        return (y ^ (-2 ** 63)).view(dtype)
-    if dtype in _FLOAT8 or (dtype in (torch.uint16, torch.uint32) and y.dtype == torch.int64):
-        return y.to(dtype)
     return y.view(dtype)

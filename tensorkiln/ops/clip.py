@@ -22,7 +22,7 @@ def clamp(x: torch.Tensor, low: Optional[torch.Tensor], high: Optional[torch.Ten
     """max(x, low) then min(., high): the order that makes high win when low > high."""
     if ordered(x) is not x:
         def as_ordered(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-            return None if t is None else ordered(t.to(device=x.device, dtype=x.dtype))
+            return None if t is None else ordered(_operand(t, x))
         return unordered(clamp(ordered(x), as_ordered(low), as_ordered(high)), x.dtype)
     if low is not None:
         x = torch.maximum(x, _operand(low, x))
