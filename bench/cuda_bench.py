@@ -309,6 +309,11 @@ def profile_call(call: Callable[[Any], Any], x: Any, device: torch.device, calls
         return None
     from torch.profiler import ProfilerActivity, profile
 
+    # Each profile session ends by tearing CUPTI down, and the next one re-initializes it; with
+    # CUDA graphs replayed in between (ours, and torch.compile's cudagraph trees) that re-init
+    # can segfault the process (torch's profiler sets this itself only for CUDA < 12.6, or for
+    # inductor's own graphs). Kineto reads it when a session stops.
+    os.environ["TEARDOWN_CUPTI"] = "0"
     call(x)
     _sync(device)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:

@@ -25,7 +25,7 @@ from tensorkiln.cli.build import parse_mem_pool_size
 from tensorkiln.cli.main import main
 from tensorkiln.cli.report import Log
 from tensorkiln.cli.usage import UsageError
-from tensorkiln.errors import ConfigError
+from tensorkiln.errors import ConfigError, EngineFormatError, ShapeError
 from tensorkiln.frontends.onnx import parse_onnx
 from tensorkiln.ir import Node
 from tensorkiln.tactics import Tactic, register_tactic
@@ -224,6 +224,103 @@ def test_tuned_at_each_profiles_opt_shape(registry):
     assert set(shapes) == {(4, 8), (32, 8)}
     assert plan.build_info["tactics"]["tuned_at"] == [{"x": [4, 8]}, {"x": [32, 8]}]
     assert set(plan.graph.nodes[0].meta["tactic_times_ms"]) == {"reference", "spy"}
+
+
+def _shape_dependent_relus(registry, monkeypatch, backend: str = "cpu") -> list[tuple[str, int]]:
+    """Tactics "small" (fastest below 16 rows) and "large" (fastest from 16), with a measure that
+    times them so; the reference is slowest. Returns the (tactic, rows) of every call."""
+    calls: list[tuple[str, int]] = []
+
+    def tactic(name):
+        def run(ctx, inputs, attrs):
+            calls.append((name, inputs[0].shape[0]))
+            return torch.relu(inputs[0])
+        return run
+
+    registry(Tactic("small", "Relu", backend, tactic("small")))
+    registry(Tactic("large", "Relu", backend, tactic("large")))
+
+    def synthetic_measure(call, device, avg_timing, measurements, graphs=False):
+        before = len(calls)
+        (call[0] if isinstance(call, (list, tuple)) else call)()
+        if len(calls) == before:
+            return 1.0  # the reference
+        name, rows = calls[-1]
+        return 0.1 if (name == "small") == (rows < 16) else 0.5
+
+    monkeypatch.setattr(autotune, "measure", synthetic_measure)
+    return calls
+
+
+TWO_PROFILES = (OptimizationProfile({"x": ((1, 8), (2, 8), (8, 8))}),
+                OptimizationProfile({"x": ((16, 8), (64, 8), (64, 8))}))
+
+
+def test_each_profile_runs_the_tactic_tuned_at_its_opt_shape(registry, monkeypatch):
+    """As TensorRT does, each optimization profile keeps its own fastest tactic; a call runs with
+    the tactics of the profile holding its shapes, eagerly and through a saved engine."""
+    calls = _shape_dependent_relus(registry, monkeypatch)
+    plan = _build("""<ir_version: 8, opset_import: ["" : 17]>
+    g (float[N,8] x) => (float[N,8] y) { h = Relu(x) y = Relu(h) }""", profiles=TWO_PROFILES)
+    for node in plan.graph.nodes:
+        assert node.meta["tactic"] == "small" and node.meta["profile_tactics"] == ["small", "large"]
+        assert [t["large"] < t["small"] for t in node.meta["profile_tactic_times_ms"]] == [False, True]
+    assert [layer["profile_tactics"] for layer in plan.layers] == [["small", "large"]] * 2
+    assert plan.build_info["tactics"]["tactics"] == {"large": 2, "small": 2}
+    for engine in (Runtime().load(plan), Runtime().load(plan.serialize())):
+        ctx = engine.create_execution_context()
+        for rows, tactic in ((2, "small"), (64, "large"), (8, "small"), (16, "large")):
+            calls.clear()
+            x = torch.randn(rows, 8, generator=torch.Generator().manual_seed(rows))
+            assert torch.equal(ctx.execute({"x": x})["y"], torch.relu(x))
+            assert calls == [(tactic, rows)] * 2
+
+
+@pytest.mark.cuda
+def test_each_profile_captures_its_own_tactics_in_cuda_graphs(registry, monkeypatch):
+    calls = _shape_dependent_relus(registry, monkeypatch, "cuda")
+    plan = _build("""<ir_version: 8, opset_import: ["" : 17]>
+    g (float[N,8] x) => (float[N,8] y) { h = Relu(x) y = Relu(h) }""", profiles=TWO_PROFILES, device="cuda")
+    assert [node.meta["profile_tactics"] for node in plan.graph.nodes] == [["small", "large"]] * 2
+    ctx = Runtime("cuda").load(plan).create_execution_context()
+    for rows, tactic in ((2, "small"), (64, "large")):
+        calls.clear()
+        for seed in range(3):  # eager warm-up, capture, replay
+            x = torch.randn(rows, 8, generator=torch.Generator().manual_seed(seed)).cuda()
+            assert torch.equal(ctx.execute({"x": x})["y"], torch.relu(x))
+        assert calls and set(calls) == {(tactic, rows)}, calls
+    assert len(ctx._graphs.captured_signatures) == 2
+
+
+def test_profiles_tuned_alike_keep_one_tactic_list(registry, monkeypatch):
+    _shape_dependent_relus(registry, monkeypatch)
+    same = (OptimizationProfile({"x": ((1, 8), (2, 8), (8, 8))}), OptimizationProfile({"x": ((9, 8), (12, 8), (15, 8))}))
+    plan = _build(RELU.replace("float[2,64] x) => (float[2,64] y", "float[N,8] x) => (float[N,8] y"), profiles=same)
+    assert plan.graph.nodes[0].meta["tactic"] == "small" and "profile_tactics" not in plan.graph.nodes[0].meta
+    assert Runtime().load(plan)._profile_executors == []
+
+
+def test_inputs_must_fit_one_profile_together():
+    text = """<ir_version: 8, opset_import: ["" : 17]>
+    g (float[N,8] x, float[M,8] z) => (float[N,8] y, float[M,8] w) { y = Relu(x) w = Relu(z) }"""
+    profiles = (OptimizationProfile({"x": ((1, 8), (2, 8), (4, 8)), "z": ((1, 8), (2, 8), (4, 8))}),
+                OptimizationProfile({"x": ((8, 8), (8, 8), (16, 8)), "z": ((8, 8), (8, 8), (16, 8))}))
+    ctx = Runtime().load(_build(text, profiles=profiles)).create_execution_context()
+    ctx.execute({"x": np.ones((2, 8), np.float32), "z": np.ones((3, 8), np.float32)})
+    with pytest.raises(ShapeError, match="not all inside one optimization profile"):
+        ctx.execute({"x": np.ones((2, 8), np.float32), "z": np.ones((16, 8), np.float32)})
+
+
+def test_profile_tactics_that_do_not_match_the_profiles_are_refused(registry, monkeypatch):
+    _shape_dependent_relus(registry, monkeypatch)
+    plan = _build("""<ir_version: 8, opset_import: ["" : 17]>
+    g (float[N,8] x) => (float[N,8] y) { y = Relu(x) }""", profiles=TWO_PROFILES)
+    plan.graph.nodes[0].meta["profile_tactics"] = ["small"]
+    with pytest.raises(EngineFormatError, match="profile tactics"):
+        Runtime().load(plan)
+    plan.graph.nodes[0].meta["profile_tactics"] = ["small", "nonexistent"]
+    with pytest.raises(EngineFormatError, match="nonexistent"):
+        Runtime().load(plan)
 
 
 def test_dynamic_inputs_without_a_profile_keep_the_default(registry, timer_calls):
@@ -493,6 +590,81 @@ def test_cuda_tuning_picks_among_real_candidates_and_stays_accurate(tmp_path):
         assert_close(got[name], expected[name], "tf32", what=name)
     again = Builder(config).build(graph).build_info["tactics"]
     assert again["timed_layers"] == 0 and again["cached_layers"] == info["timed_layers"] + info["cached_layers"]
+
+
+MATMUL_FP32 = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[256,512] x) => (float[256,512] y) <float[512,512] w> { y = MatMul (x, w) }"""
+
+
+def _matmul_fp32():
+    model = onnx.parser.parse_model(MATMUL_FP32)
+    w = np.random.default_rng(0).standard_normal((512, 512)).astype(np.float32)
+    model.graph.initializer.append(numpy_helper.from_array(w, "w"))
+    return parse_onnx(model)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("tf32", [True, False])
+def test_cuda_candidates_are_timed_in_the_engines_tf32_math(monkeypatch, tf32):
+    """TF32 and full-FP32 GEMMs are different kernels: the build times them under the engine's
+    setting, whatever the process's torch flags say, and puts those flags back after."""
+    from tensorkiln.tactics.tf32 import tf32_state
+
+    seen = []
+    real = autotune.measure
+
+    def recording(*args, **kwargs):
+        seen.append(tf32_state())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(autotune, "measure", recording)
+    torch.backends.cuda.matmul.allow_tf32 = not tf32
+    torch.backends.cudnn.allow_tf32 = not tf32
+    try:
+        plan = Builder(BuilderConfig(device="cuda", tf32=tf32, optimization_level=0)).build(_matmul_fp32())
+        assert tf32_state() == (not tf32, not tf32)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = True
+    assert plan.build_info["tactics"]["timed_layers"] == 1
+    assert seen and set(seen) == {(tf32, tf32)}, seen
+
+
+@pytest.mark.cuda
+def test_a_layer_that_cannot_be_captured_is_timed_eagerly_and_cached_as_eager(registry, monkeypatch, tmp_path):
+    """The first candidate that cannot be captured turns graph timing off (the engine will run
+    eagerly): the layer's candidates timed in graphs before it are timed again eagerly, and the
+    cache keeps these times under an eager key, apart from graph-replay times."""
+    def host_sync(ctx, inputs, attrs):
+        float(inputs[0].sum().item())  # a device-to-host read: not allowed while capturing
+        return torch.relu(inputs[0])
+
+    registry(Tactic("host_sync", "Relu", "cuda", host_sync))
+    modes = []
+    real = autotune.measure
+
+    def recording(call, device, avg_timing, measurements, graphs=False):
+        modes.append(graphs)
+        return real(call, device, avg_timing, measurements, graphs=graphs)
+
+    monkeypatch.setattr(autotune, "measure", recording)
+    cache = tmp_path / "cuda.cache"
+    plan = _build(TWO_RELUS, device="cuda", timing_cache_file=str(cache))
+    info = plan.build_info["tactics"]
+    assert info["timing"].startswith("eager"), info["timing"]
+    first_eager = modes.index(False)
+    graph_timed = modes[:first_eager]
+    # The reference (at least) timed in a graph, then host_sync's failed capture.
+    assert len(graph_timed) >= 2 and all(graph_timed) and not any(modes[first_eager:])
+    # Each candidate timed in a graph is timed again eagerly, and the second layer only eagerly.
+    assert len(modes) - first_eager >= len(graph_timed) + 2, modes
+    entries = json.loads(cache.read_text())["entries"].values()
+    assert sorted(e["key"]["environment"]["timing"] for e in entries) == sorted([autotune.CAPTURE_FAILED, "eager"])
+    # A warm rebuild times nothing: the eager entry says graph timing ends at the first layer.
+    modes.clear()
+    again = _build(TWO_RELUS, device="cuda", timing_cache_file=str(cache)).build_info["tactics"]
+    assert again["timed_layers"] == 0 and again["cached_layers"] == 2 and modes == []
+    assert again["timing"].startswith("eager") and "timing cache" in again["timing"]
 
 
 @pytest.mark.cuda

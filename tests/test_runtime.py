@@ -181,3 +181,17 @@ def test_output_casts_are_deferred_to_the_copy_out():
     plain = Runtime().load(Builder(BuilderConfig(optimization_level=0)).build(parse_onnx(elementwise_model())))
     unchanged, none = plain.executor.deferring_output_casts()
     assert unchanged is plain.executor and none == [None]
+
+
+TRANSPOSE_MODEL = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[2,3,4,5] x) => (float[2,4,5,3] y) { y = Transpose <perm = [0, 2, 3, 1]> (x) }"""
+
+
+def test_outputs_come_back_dense_in_the_declared_layout():
+    """A tactic may leave its output as a strided view (Transpose) or channels_last; the engine's
+    outputs are row-major, as TensorRT's linear format (and numpy's C order) are."""
+    engine = Runtime().load(Builder(BuilderConfig(optimization_level=0)).build(
+        parse_onnx(onnx.parser.parse_model(TRANSPOSE_MODEL))))
+    x = torch.randn(2, 3, 4, 5, generator=torch.Generator().manual_seed(0))
+    y = engine.create_execution_context().execute({"x": x})["y"]
+    assert y.is_contiguous() and torch.equal(y, x.permute(0, 2, 3, 1))

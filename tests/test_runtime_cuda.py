@@ -58,7 +58,7 @@ def test_tf32_scope_sets_and_restores_exactly(state):
     code = f"""
 import torch
 b = torch.backends
-from tensorkiln.runtime.tf32 import tf32_scope, tf32_state, _snapshot
+from tensorkiln.tactics.tf32 import tf32_scope, tf32_state, _snapshot
 {TF32_STATES[state]}
 before = _snapshot()
 for want in (True, False, True):
@@ -393,6 +393,24 @@ def _matmul_model(k: int = 2048) -> onnx.ModelProto:
     w = np.random.default_rng(1).standard_normal((k, 256)).astype(np.float32)
     model.graph.initializer.append(numpy_helper.from_array(w, "w"))
     return model
+
+
+@cuda
+@pytest.mark.parametrize("use_graph", [False, True])
+def test_outputs_come_back_dense_in_the_declared_layout(use_graph):
+    """Outputs left strided (a Transpose view of an input) or channels_last (an NHWC convolution)
+    are row-major when they reach the caller, from the eager path and from a graph's copy out."""
+    transpose = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[2,3,4,5] x) => (float[2,4,5,3] y) { y = Transpose <perm = [0, 2, 3, 1]> (x) }""")
+    ctx = _engine(transpose, optimization_level=0).create_execution_context(cuda_graph=use_graph)
+    for seed in range(3):  # warm-up, capture, replay
+        x = torch.randn(2, 3, 4, 5, generator=torch.Generator().manual_seed(seed)).cuda()
+        y = ctx.execute({"x": x})["y"]
+        assert y.is_contiguous() and torch.equal(y, x.permute(0, 2, 3, 1))
+    statics = [torch.randn(2, 8, 5, 5, device="cuda").to(memory_format=torch.channels_last)]
+    for dtype in (None, torch.float16):
+        (copied,) = cuda_graph.copy_out(statics, [dtype])
+        assert copied.is_contiguous() and torch.equal(copied, statics[0].to(copied.dtype))
 
 
 @cuda

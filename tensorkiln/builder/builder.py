@@ -7,6 +7,7 @@ layer, plan memory, package the plan.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from typing import Any, Optional, Union
@@ -26,6 +27,7 @@ from ..precision.io_formats import boundary_dtypes
 from ..tactics import select_tactic
 from ..tactics.autotune import TuningOptions, timing_environment, tune_graph
 from ..tactics.select import TacticChoice
+from ..tactics.tf32 import tf32_scope
 from ..tactics.timing_cache import TimingCache
 from ..tactics.device import describe_device, parse_device
 from .config import BuilderConfig
@@ -186,10 +188,12 @@ def _choose_tactics(graph: Graph, device: torch.device,
     # import version.py directly).
     environment = timing_environment(device, EnginePlan.library_version, tf32=config.tf32)
     shapes = _tuning_shapes(graph, config)
-    summary = tune_graph(graph, device, choices, shapes, options, cache, environment)
     streams = None
-    if backend == "cuda":
-        streams = plan_streams(graph, device, config, shapes, summary, options, cache, environment)
+    # Candidates are timed in the engine's math: TF32 GEMMs and convolutions are other kernels.
+    with tf32_scope(config.tf32) if backend == "cuda" else contextlib.nullcontext():
+        summary = tune_graph(graph, device, choices, shapes, options, cache, environment)
+        if backend == "cuda":
+            streams = plan_streams(graph, device, config, shapes, summary, options, cache, environment)
     for node in graph.walk():
         if "precision" not in node.meta:  # set by assign_precisions for top-level layers
             out = node.outputs[0].type if node.outputs else None

@@ -124,7 +124,8 @@ def add_tuning_flags(p: argparse.ArgumentParser, names: dict[str, str], aliases:
                        help="no timing cache at all, even with a timing cache file: time every layer")
     group.add_argument(*flags("pool"), dest="mem_pool_size", action="append", default=None, metavar="SPEC",
                        help="memory pool limits, e.g. workspace:1024 (MiB; suffixes B, K, M, G accepted, e.g. "
-                            "512M, 1G): tactics needing more workspace are not used. DLA pools and "
+                            "512M, 1G): tactics that declare a workspace (the cuBLASLt GEMMs) and need more are "
+                            "not used; cuDNN and cuBLAS calls made through torch size their own. DLA pools and "
                             "tacticSharedMem are accepted and ignored")
     group.add_argument(*flags("aux"), dest="max_aux_streams", default=None, metavar="N",
                        help="most auxiliary CUDA streams an inference may use to run independent branches "
@@ -343,10 +344,14 @@ def print_tactic_summary(log: Log, plan: EnginePlan) -> None:
         log.info(f"Timing cache '{cache['file']}': {cache['hits']} hit(s), {cache['misses']} miss(es), "
                  f"{cache['entries_added']} entr{'y' if cache['entries_added'] == 1 else 'ies'} added")
     for layer in plan.graph.nodes:
-        times = layer.meta.get("tactic_times_ms")
-        if times:
-            listed = ", ".join(f"{name} {ms:.4g} ms" for name, ms in sorted(times.items(), key=lambda kv: kv[1]))
-            log.verbose(f"Tactic timing {layer.name} ({layer.op_type}): {listed} -> {layer.meta['tactic']}")
+        per_profile = layer.meta.get("profile_tactic_times_ms")
+        timings = (list(zip(per_profile, layer.meta["profile_tactics"], [f" (profile {p})" for p in
+                                                                           range(len(per_profile))]))
+                   if per_profile else [(layer.meta.get("tactic_times_ms"), layer.meta.get("tactic"), "")])
+        for times, tactic, which in timings:
+            if times:
+                listed = ", ".join(f"{name} {ms:.4g} ms" for name, ms in sorted(times.items(), key=lambda kv: kv[1]))
+                log.verbose(f"Tactic timing {layer.name} ({layer.op_type}){which}: {listed} -> {tactic}")
         for name, reason in layer.meta.get("tactic_rejected", {}).items():
             log.verbose(f"  {layer.name}: tactic {name} not used: {reason}")
 

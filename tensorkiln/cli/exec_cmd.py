@@ -260,7 +260,8 @@ def run(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> 
     engine = Runtime(device).load(plan, source_name=args.loadEngine or "")
     context = engine.create_execution_context(cuda_graph=not args.noCudaGraph)
     if on_gpu and engine.device_memory_size:
-        log.info(f"Device memory for activations (arena at opt shapes): {engine.device_memory_size} bytes")
+        log.info(f"Device memory for activations (arena plan at the profiles' max shapes): "
+                 f"{engine.device_memory_size} bytes")
     if not file_arrays:
         file_arrays = read_input_files([p for p in file_pairs if not is_raw(p[1])], engine.inputs, {},
                                        "--loadInputs")

@@ -159,7 +159,10 @@ def print_engine(console: Console, info: dict[str, Any]) -> None:
         ins = ", ".join("_" if x is None else x for x in layer["inputs"])
         stream = (str(layer.get("stream", 0)),) if on_streams else ()
         place = (layer["runs_on"],) if on_host else ()
-        layers.add_row(str(i), escape(layer["name"]), escape(layer["op"]), escape(layer["tactic"]),
+        # Profiles tuned to different tactics: "profile: tactic" each.
+        tactic = ("; ".join(f"{p}: {t}" for p, t in enumerate(layer["profile_tactics"]))
+                  if layer.get("profile_tactics") else layer["tactic"])
+        layers.add_row(str(i), escape(layer["name"]), escape(layer["op"]), escape(tactic),
                        escape(layer["precision"]), *stream, *place, escape(f"{ins} -> {', '.join(layer['outputs'])}"))
     if on_host:
         count = sum(1 for layer in info["layers"] if layer.get("runs_on") == "host")

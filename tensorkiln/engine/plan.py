@@ -83,12 +83,15 @@ class EnginePlan:
 
     @property
     def layers(self) -> list[dict[str, Any]]:
-        """One row per top-level layer: name, op, tactic, precision, stream (0: the caller's; as
-        stored: the runtime refuses a value that is not a stream number when it loads the plan)."""
+        """One row per top-level layer: name, op, tactic (the first profile's), precision, stream
+        (0: the caller's; as stored: the runtime refuses a value that is not a stream number
+        when it loads the plan), and "profile_tactics" where the profiles' tactics differ."""
         return [{"name": n.name, "op": n.op_type, "tactic": n.meta.get("tactic", "?"),
                  "precision": n.meta.get("precision", "?"), "stream": n.meta.get("stream", 0),
                  "inputs": [None if v is None else v.name for v in n.inputs],
-                 "outputs": [v.name for v in n.outputs]} for n in self.graph.nodes]
+                 "outputs": [v.name for v in n.outputs],
+                 **({"profile_tactics": n.meta["profile_tactics"]} if "profile_tactics" in n.meta else {})}
+                for n in self.graph.nodes]
 
     def serialize(self) -> bytes:
         from .format import serialize_plan

@@ -114,9 +114,11 @@ def _copy_into(statics: Sequence[torch.Tensor], feeds: Sequence[torch.Tensor]) -
 
 def copy_out(statics: Sequence[torch.Tensor], dtypes: Sequence[Optional[torch.dtype]]) -> list[torch.Tensor]:
     """Fresh copies of a replay's static outputs (the next replay overwrites them), each cast to
-    its dtype on the way (None: kept): small ones in one multi-tensor kernel (one launch, not one
-    per output: at batch 1 each is a few microseconds after the graph), large ones by a copy each."""
-    fresh = [torch.empty_like(t, dtype=d) for t, d in zip(statics, dtypes)]
+    its dtype on the way (None: kept) and dense in the declared (row-major) layout, whatever layout
+    the last layer's tactic wrote (channels_last, a transposed view): small ones in one
+    multi-tensor kernel (one launch, not one per output: at batch 1 each is a few microseconds
+    after the graph), large ones by a copy each."""
+    fresh = [torch.empty(t.shape, dtype=t.dtype if d is None else d, device=t.device) for t, d in zip(statics, dtypes)]
     if (len(statics) > 1 and _HAS_FOREACH_COPY
             and sum(t.numel() * t.element_size() for t in fresh) <= _FOREACH_COPY_OUT_BYTES):
         torch._foreach_copy_(fresh, list(statics), non_blocking=True)

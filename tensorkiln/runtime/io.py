@@ -128,6 +128,16 @@ def to_runtime_value(spec: IOTensor, value: Any, device: torch.device, keep_on_h
     return to_tensor(spec.name, value, device, keep_on_host)
 
 
+def dense(value: Any) -> Any:
+    """An output in its declared row-major layout, as TensorRT's linear format gives it: a
+    tactic may leave channels_last or a strided view; copied only then."""
+    if isinstance(value, torch.Tensor):
+        return value if value.is_contiguous() else value.contiguous()
+    if isinstance(value, (list, tuple)):
+        return [dense(v) for v in value]
+    return value
+
+
 def to_user_value(value: Any, as_numpy: bool) -> Any:
     """An output as the user gets it: numpy when the inputs were numpy; lists stay lists."""
     if isinstance(value, torch.Tensor):
@@ -137,7 +147,7 @@ def to_user_value(value: Any, as_numpy: bool) -> Any:
     return value
 
 
-def _in_range(shape: tuple[int, ...], r: ProfileRange) -> bool:
+def in_range(shape: tuple[int, ...], r: ProfileRange) -> bool:
     return len(shape) == len(r.min) and all(lo <= d <= hi for d, lo, hi in zip(shape, r.min, r.max))
 
 
@@ -166,7 +176,7 @@ def check_inputs(specs: list[IOTensor], tensors: Mapping[str, Any]) -> None:
                         raise ShapeError(f"input '{spec.name}' dimension {axis} ('{want}') is {got}, but "
                                          f"input '{seen[1]}' gave '{want}' = {seen[0]}")
                     symbols[want] = (got, spec.name)
-        if spec.profiles and not any(_in_range(shape, r) for r in spec.profiles):
+        if spec.profiles and not any(in_range(shape, r) for r in spec.profiles):
             ranges = "; ".join(f"min {list(r.min)} max {list(r.max)}" for r in spec.profiles)
             raise ShapeError(f"input '{spec.name}' shape {list(shape)} is outside every optimization profile "
                              f"({ranges})")

@@ -6,6 +6,7 @@ import os
 from contextlib import nullcontext
 from typing import Any, Mapping, Optional, Sequence, Union
 
+import numpy as np
 import torch
 
 from ..engine import DeviceInfo, EnginePlan, IOTensor, deserialize_plan, load_plan
@@ -14,12 +15,12 @@ from ..ir import Node, OptionalType
 from ..tactics import find_tactic
 from ..tactics.device import describe_device, parse_device
 from ..tactics.streams import AuxStreams
+from ..tactics.tf32 import tf32_scope
 from .cuda_graph import MAX_SIGNATURES, CudaGraphs, capture_blocker, copy_out, signature
 from .executor import GraphExecutor, TacticFn
 from .profiler import LayerProfile, StepTimer, layer_profile
-from .io import (check_inputs, copy_into_user_buffers, device_to_host, missing_or_extra, to_runtime_value,
-                 to_user_value)
-from .tf32 import tf32_scope
+from .io import (check_inputs, copy_into_user_buffers, dense, device_to_host, in_range, missing_or_extra,
+                 to_runtime_value, to_user_value)
 
 PlanSource = Union[str, os.PathLike, bytes, bytearray, EnginePlan]
 
@@ -71,25 +72,80 @@ class Engine:
         self._cuda_graph_failure: Optional[str] = None
         self._resolved: dict[int, TacticFn] = {}
         for node in plan.graph.walk():
-            self._resolved[id(node)] = self._bind(node)
+            self._resolved[id(node)] = self._bind(node, node.meta.get("tactic"))
+        # The first profile's tactics (and every profile's, unless tuning gave them others).
         self.executor = GraphExecutor(plan.graph, device, lambda n: self._resolved[id(n)])
         # What CUDA graphs capture: the same layers less the output casts their copy-out performs.
         self._graph_executor, self._output_casts = self.executor.deferring_output_casts()
+        # Per profile (eager executor, graph executor), where profiles were tuned to different tactics.
+        self._profile_executors = self._bind_profiles()
         # The I/O signature is read on every execute: derived from the plan once.
         self._inputs = plan.inputs
         self._outputs = plan.outputs
         self._input_names = [t.name for t in self._inputs]
         self._output_names = [t.name for t in self._outputs]
 
-    def _bind(self, node: Node) -> TacticFn:
-        name = node.meta.get("tactic")
-        if name is None:
+    def _bind(self, node: Node, name: Any) -> TacticFn:
+        if not isinstance(name, str):
             raise EngineFormatError(f"engine layer '{node.name}' ({node.op_type}) has no tactic recorded")
         tactic = find_tactic(self.device.type, node.op_type, node.domain, name)
         if tactic is None:
             raise EngineFormatError(f"engine layer '{node.name}' uses tactic '{name}' for {node.op_type}, "
                                     f"which this tensorkiln does not have: rebuild the engine")
         return tactic.run
+
+    def _bind_profiles(self) -> list[tuple[GraphExecutor, GraphExecutor]]:
+        """An executor pair per optimization profile when layers were tuned to a tactic per
+        profile ("profile_tactics"); none when every profile runs the same tactics."""
+        graph, profiles = self.plan.graph, self.plan.profiles
+        tuned = [n for n in graph.nodes if "profile_tactics" in n.meta]
+        if not tuned:
+            return []
+        for node in tuned:
+            names = node.meta["profile_tactics"]
+            if not (isinstance(names, list) and len(names) == len(profiles) and len(profiles) > 1):
+                raise EngineFormatError(f"engine layer '{node.name}' has profile tactics {names!r}, but the engine "
+                                        f"has {len(profiles)} optimization profile(s): rebuild the engine")
+        pairs = [(self.executor, self._graph_executor)]
+        for index in range(1, len(profiles)):
+            bound = dict(self._resolved)
+            for node in tuned:
+                bound[id(node)] = self._bind(node, node.meta["profile_tactics"][index])
+            executor = GraphExecutor(graph, self.device, lambda n, bound=bound: bound[id(n)])
+            pairs.append((executor, executor.deferring_output_casts()[0]))
+        return pairs
+
+    def profile_of(self, feeds: Sequence[Any]) -> Optional[int]:
+        """The first optimization profile whose ranges hold every input's shape (inputs by
+        position, as the engine lists them), or None; 0 for an engine without profiles."""
+        if not self.plan.profiles:
+            return 0
+        shapes = {name: tuple(x.shape) for name, x in zip(self._input_names, feeds)
+                  if isinstance(x, (torch.Tensor, np.ndarray))}
+        for index, ranges in enumerate(self.plan.profiles):
+            if all(name not in shapes or in_range(shapes[name], r) for name, r in ranges.items()):
+                return index
+        return None
+
+    def executor_for(self, feeds: Sequence[Any], graph: bool = False) -> GraphExecutor:
+        """The executor running these inputs: their profile's tactics. `graph`: the one CUDA
+        graphs capture (without the output casts the copy-out performs)."""
+        if self._profile_executors:
+            index = self.profile_of(feeds)
+            if index is None:
+                raise ShapeError(self.profile_mismatch(feeds))
+            executor, graph_executor = self._profile_executors[index]
+            return graph_executor if graph else executor
+        return self._graph_executor if graph else self.executor
+
+    def profile_mismatch(self, feeds: Sequence[Any]) -> str:
+        """Why no one profile takes these inputs (each may fit some profile on its own)."""
+        shapes = {name: list(x.shape) for name, x in zip(self._input_names, feeds)
+                  if isinstance(x, (torch.Tensor, np.ndarray))}
+        ranges = " | ".join("; ".join(f"{name} {list(r.min)}..{list(r.max)}" for name, r in p.items())
+                            for p in self.plan.profiles)
+        return (f"input shapes {shapes} are not all inside one optimization profile (an engine runs each call "
+                f"with one profile's tactics): profiles {ranges}")
 
     @property
     def inputs(self) -> list[IOTensor]:
@@ -291,6 +347,8 @@ class ExecutionContext:
         key = signature([values[s.name] for s in self._specs if s.is_tensor], self._host_positions)
         if key not in self._checked:
             check_inputs(self._specs, values)
+            if len(self.engine.plan.profiles) > 1 and self.engine.profile_of(list(values.values())) is None:
+                raise ShapeError(self.engine.profile_mismatch(list(values.values())))
             self._remember_checked(key)
         feeds = [values[s.name] for s in self._specs]
         as_numpy = not any_torch
@@ -304,7 +362,7 @@ class ExecutionContext:
         with self._tf32():
             # Debugging and profiling run every layer on one stream, in order.
             streams = self._streams if record is None and timer is None else None
-            outs = self.engine.executor.run(feeds, record=record, timer=timer, streams=streams)
+            outs = self.engine.executor_for(feeds).run(feeds, record=record, timer=timer, streams=streams)
         if record is not None:
             for name in list(record):
                 record[name] = to_user_value(record[name], as_numpy)
@@ -336,7 +394,8 @@ class ExecutionContext:
         """The result of replaying the graph of `key` on these feeds, or None when the capture
         failed (the caller then runs eagerly)."""
         try:
-            outs = graphs.run(key, feeds, lambda xs: self.engine._graph_executor.run(xs, streams=self._streams),
+            outs = graphs.run(key, feeds,
+                              lambda xs: self.engine.executor_for(xs, graph=True).run(xs, streams=self._streams),
                               self._tf32)
         except Exception as exc:  # noqa: BLE001 - any capture failure means: run eagerly from now on
             reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
@@ -373,7 +432,7 @@ class ExecutionContext:
                                   copy_out([v for _, v, _ in tensors], [d for _, _, d in tensors])))
                 rest = [(n, copied.get(n, v), d) for n, v, d in rest]
             for n, v, _ in rest:
-                result[n] = to_user_value(v, as_numpy)
+                result[n] = to_user_value(dense(v) if fresh else v, as_numpy)
         return {n: result[n] for n in names}
 
     __call__ = execute

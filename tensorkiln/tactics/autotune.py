@@ -186,6 +186,10 @@ class TuningSummary:
                 "tactics": dict(sorted(self.chosen.items()))}
 
 
+# The timing-cache mode of the layer whose candidate could not be captured: timed eagerly from it on.
+CAPTURE_FAILED = "eager (a candidate could not be captured)"
+
+
 class _CannotTune(Exception):
     """The network's inputs cannot be made up (no shapes, a dtype without torch support...)."""
 
@@ -201,7 +205,9 @@ def tune_graph(graph: Graph, device: torch.device, choices: Mapping[Node, Tactic
                shapes: Union[Sequence[Shapes], str], options: TuningOptions, cache: Optional[TimingCache],
                environment: Mapping[str, Any]) -> TuningSummary:
     """Set node.meta["tactic"] on every layer (subgraphs included) and, on tuned layers,
-    "tactic_time_ms", "tactic_times_ms" (every timed candidate) and "tactic_rejected".
+    "tactic_time_ms", "tactic_times_ms" (every timed candidate) and "tactic_rejected", at the
+    first profile's shapes. Where another profile's fastest candidate differs, the layer also
+    gets "profile_tactics" (the tactic per profile) and "profile_tactic_times_ms".
 
     `choices` holds each layer's default choice and the candidates considered (select_tactic);
     `shapes` is one {input: shape} per profile to tune at, or the reason no shapes are known.
@@ -234,8 +240,9 @@ def tune_graph(graph: Graph, device: torch.device, choices: Mapping[Node, Tactic
         return summary
     finally:
         for node in graph.nodes:
-            if node.meta["tactic"] != REFERENCE:
-                summary.chosen[node.meta["tactic"]] += 1
+            for tactic in dict.fromkeys(node.meta.get("profile_tactics", [node.meta["tactic"]])):
+                if tactic != REFERENCE:
+                    summary.chosen[tactic] += 1
         summary.seconds = time.perf_counter() - started
 
 
@@ -528,24 +535,26 @@ class _Tuner:
                     rejected[t.name] = f"needs {need} bytes of workspace; the limit is {limit} (--memPoolSize)"
                 else:
                     fit.append(t)
-            key = layer_key(node, args, [t.name for t in fit], self.environment) if self.cache is not None else None
-            entry = self.cache.lookup(key) if self.cache is not None else None
+            entry = self._cached(node, args, fit) if self.cache is not None else None
             if entry is not None and set(entry.times_ms) <= {t.name for t in fit}:
                 times, outputs = dict(entry.times_ms), {}
                 rejected.update(entry.rejected)
             else:
+                graph_timed = self.summary.graph_timing
                 times, outputs, failures = self._time_candidates(node, fit, ctx, args)
                 measured = True
                 rejected.update(failures)
-                if self.cache is not None:
-                    self.cache.store(key, CacheEntry(min(times, key=times.__getitem__), times, failures))
+                if self.cache is not None:  # keyed by how they were timed, which this layer may have changed
+                    timing = CAPTURE_FAILED if graph_timed and not self.summary.graph_timing else None
+                    self.cache.store(self._key(node, args, fit, timing),
+                                     CacheEntry(min(times, key=times.__getitem__), times, failures))
             per_profile.append((times, outputs, args, ctx))
-        common = [t for t in pool if all(t.name in times for times, _, _, _ in per_profile)]
-        if not common:
-            raise _LayerFailed(f"layer '{node.name}' ({node.op_type}): no candidate ran at every tuning shape")
-        mean = {t.name: sum(times[t.name] for times, _, _, _ in per_profile) / len(per_profile) for t in common}
-        winner = min(common, key=lambda t: mean[t.name])  # ties keep the registry order (the reference first)
-        for env, (_, outputs, args, ctx) in zip(envs, per_profile):
+        # Each profile keeps its own fastest candidate (TensorRT tunes each profile): a batch-1
+        # profile and a batch-64 one often want different kernels. Ties keep the registry order
+        # (the reference first).
+        winners = [min((t for t in pool if t.name in times), key=lambda t: times[t.name])
+                   for times, _, _, _ in per_profile]
+        for env, winner, (_, outputs, args, ctx) in zip(envs, winners, per_profile):
             if winner.name in outputs:
                 out = outputs[winner.name]
             else:
@@ -554,15 +563,43 @@ class _Tuner:
                 except Exception as exc:  # noqa: BLE001
                     raise _LayerFailed(_describe_failure(node, exc)) from exc
             store_outputs(env, node, out)
-        node.meta["tactic"] = winner.name
-        node.meta["tactic_time_ms"] = round(mean[winner.name], 6)
-        node.meta["tactic_times_ms"] = {name: round(ms, 6) for name, ms in mean.items()}
+        first = per_profile[0][0]
+        node.meta["tactic"] = winners[0].name
+        node.meta["tactic_time_ms"] = round(first[winners[0].name], 6)
+        node.meta["tactic_times_ms"] = {name: round(ms, 6) for name, ms in first.items()}
+        if any(w is not winners[0] for w in winners):
+            node.meta["profile_tactics"] = [w.name for w in winners]
+            node.meta["profile_tactic_times_ms"] = [{name: round(ms, 6) for name, ms in times.items()}
+                                                    for times, _, _, _ in per_profile]
         if rejected:
             node.meta["tactic_rejected"] = rejected
         if measured:
             self.summary.timed_layers += 1
         else:
             self.summary.cached_layers += 1
+
+    def _key(self, node: Node, args: Sequence[Any], candidates: Sequence[Tactic],
+             timing: Optional[str] = None) -> dict[str, Any]:
+        """The layer's timing-cache key. Times taken eagerly (after a capture failed, or in a
+        network with control flow) are kept apart from the graph-replay times the environment
+        names; `timing` overrides the mode."""
+        environment = self.environment
+        if "timing" in environment and (timing or not self.summary.graph_timing):
+            environment = {**environment, "timing": timing or "eager"}
+        return layer_key(node, args, [t.name for t in candidates], environment)
+
+    def _cached(self, node: Node, args: Sequence[Any], candidates: Sequence[Tactic]) -> Optional[CacheEntry]:
+        """The layer's cache entry. Under graph timing, an entry of the layer where a candidate
+        could not be captured says so again: graph timing ends here, as it did then, without
+        timing anything."""
+        entry = self.cache.lookup(self._key(node, args, candidates))
+        if entry is None and self.summary.graph_timing and "timing" in self.environment:
+            entry = self.cache.lookup(self._key(node, args, candidates, CAPTURE_FAILED))
+            if entry is not None:
+                self.summary.graph_timing = False
+                self.summary.graph_timing_off = (f"layer '{node.name}' ({node.op_type}) cannot be captured "
+                                                 f"(found in the timing cache)")
+        return entry
 
     def _measure(self, node: Node, call: Union[Callable[[], Any], list[Callable[[], Any]]]) -> float:
         """A candidate's time, in CUDA graphs while every candidate so far could be captured (the
@@ -584,6 +621,8 @@ class _Tuner:
         failures: dict[str, str] = {}
         expected = None
         copies: Optional[list[list[Any]]] = None  # made once per layer, for the first candidate timed
+        graph_timed = self.summary.graph_timing
+        timed_calls: dict[str, list[Callable[[], Any]]] = {}
         for t in tactics:
             try:
                 out = t.run(ctx, args, node.attrs)
@@ -605,8 +644,14 @@ class _Tuner:
                 copies = cold_constant_copies(node, args, self._cold_l2_bytes) if self._cold_l2_bytes else []
             calls = [lambda t=t, a=a: t.run(ctx, a, node.attrs) for a in copies or [args]]
             times[t.name] = self._measure(node, calls)
+            timed_calls[t.name] = calls
             outputs[t.name] = out
             self.summary.candidates_timed += 1
+        if graph_timed and not self.summary.graph_timing:
+            # A candidate could not be captured, so the engine will run eagerly: the candidates
+            # timed in graphs before it are timed again eagerly, to compare like with like.
+            for name, calls in timed_calls.items():
+                times[name] = measure(calls, self.device, self.options.avg_timing, self.options.measurements)
         if not times:
             raise _LayerFailed(f"layer '{node.name}' ({node.op_type}): every candidate failed on the tuning "
                                f"inputs ({'; '.join(f'{k}: {v}' for k, v in failures.items())})")

@@ -40,7 +40,7 @@ def time_branches(graph: Graph, device: torch.device, shapes: Sequence[Shapes],
     """For each (side layers, region layers) branch, its timing, or why it could not be timed.
     Layers are positions in graph.nodes, whose meta["tactic"] the tuner has set."""
     nodes = graph.nodes
-    tactics, constants, release = _runnable(graph, device)
+    constants, release = _constants(graph, device), release_after(graph)
     starting: dict[int, list[int]] = {}
     for b, (_, region) in enumerate(branches):
         starting.setdefault(region[0], []).append(b)
@@ -49,7 +49,8 @@ def time_branches(graph: Graph, device: torch.device, shapes: Sequence[Shapes],
     ctx = RunContext(device, _no_subgraphs)
     aux = torch.cuda.Stream(device)
     with torch.no_grad():
-        for profile in shapes:
+        for index, profile in enumerate(shapes):
+            tactics = _tactics(graph, device, index)
             env = {**constants, **_inputs(graph, profile, device, options)}
             for i, node in enumerate(nodes):
                 for b in starting.get(i, ()):
@@ -79,18 +80,18 @@ def time_network(graph: Graph, device: torch.device, shapes: Sequence[Shapes], s
     Branches timed faster one by one need not make the whole faster: weights read cold and the
     other layers' traffic count here. Raises CaptureFailed when the network cannot be captured."""
     nodes = graph.nodes
-    key = {"network": [[n.op_type, n.domain, attrs_digest(n.attrs), n.meta["tactic"],
+    key = {"network": [[n.op_type, n.domain, attrs_digest(n.attrs), n.meta.get("profile_tactics", n.meta["tactic"]),
                         [None if v is None else str(v.type) for v in n.inputs]] for n in nodes],
            "streams": [0 if sync is None else sync.stream for sync in schedule.layers],
            "shapes": [{k: list(v) for k, v in p.items()} for p in shapes], "environment": dict(environment)}
     entry = cache.lookup(key) if cache is not None else None
     if entry is not None and set(entry.times_ms) == {SERIAL, AUX}:
         return entry.times_ms[SERIAL], entry.times_ms[AUX], True
-    tactics, constants, release = _runnable(graph, device)
+    constants, release = _constants(graph, device), release_after(graph)
     ctx = RunContext(device, _no_subgraphs)
     streams = AuxStreams(device, schedule)
 
-    def network(feeds: Mapping[str, Any], aux: Optional[AuxStreams]) -> None:
+    def network(feeds: Mapping[str, Any], aux: Optional[AuxStreams], tactics: list[Any]) -> None:
         # The executor's loop, as the engine runs it (runtime/executor.py), less its bookkeeping.
         env = dict(feeds)
         if aux is not None:
@@ -113,10 +114,11 @@ def time_network(graph: Graph, device: torch.device, shapes: Sequence[Shapes], s
 
     totals = {SERIAL: 0.0, AUX: 0.0}
     with torch.no_grad():
-        for profile in shapes:
+        for index, profile in enumerate(shapes):
+            tactics = _tactics(graph, device, index)
             feeds = {**constants, **_inputs(graph, profile, device, options)}
             for name, aux in ((SERIAL, None), (AUX, streams)):
-                totals[name] += measure(lambda: network(feeds, aux), device, options.avg_timing,
+                totals[name] += measure(lambda: network(feeds, aux, tactics), device, options.avg_timing,
                                         options.measurements, graphs=True)
     times = {name: total / len(shapes) for name, total in totals.items()}
     if cache is not None:
@@ -124,11 +126,14 @@ def time_network(graph: Graph, device: torch.device, shapes: Sequence[Shapes], s
     return times[SERIAL], times[AUX], False
 
 
-def _runnable(graph: Graph, device: torch.device) -> tuple[list[Any], dict[str, Any], list[list[str]]]:
-    """Each layer's chosen tactic, the constants on the device, and the values to drop after each layer."""
-    tactics = [find_tactic(device.type, n.op_type, n.domain, n.meta["tactic"]) for n in graph.nodes]
-    constants = {v.name: constant_on_device(v.const, device) for v in graph.initializers}
-    return tactics, constants, release_after(graph)
+def _tactics(graph: Graph, device: torch.device, profile: int) -> list[Any]:
+    """Each layer's tactic chosen for the profile at this position (autotune: "profile_tactics")."""
+    return [find_tactic(device.type, n.op_type, n.domain, n.meta["profile_tactics"][profile]
+                        if "profile_tactics" in n.meta else n.meta["tactic"]) for n in graph.nodes]
+
+
+def _constants(graph: Graph, device: torch.device) -> dict[str, Any]:
+    return {v.name: constant_on_device(v.const, device) for v in graph.initializers}
 
 
 def _inputs(graph: Graph, profile: Shapes, device: torch.device, options: TuningOptions) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from tensorkiln.ops import RunContext, get_op
 from tensorkiln.ops.infer import infer_node
 from tensorkiln.tactics import candidates, find_tactic
 from tensorkiln.tactics.cuda import chain_codegen
-from tensorkiln.runtime.tf32 import tf32_scope
+from tensorkiln.tactics.tf32 import tf32_scope
 from tensorkiln.testing.tolerances import assert_close
 
 DTYPES = {"fp32": DType.FLOAT32, "fp16": DType.FLOAT16, "bf16": DType.BFLOAT16}

@@ -1,9 +1,10 @@
-"""The engine's TF32 setting, applied around one execution.
+"""The engine's TF32 setting, applied around its tuning and around one execution.
 
 torch's TF32 switches are process-global (cuBLAS matmuls; cuDNN convolutions and RNNs):
-`tf32_scope(allow)` sets them to the engine's build setting for the duration of one
-`execute` (or one CUDA-graph capture, where the kernels are chosen once for all replays)
-and restores exactly what was there before, so a user's own settings outside the engine
+`tf32_scope(allow)` sets them to the engine's build setting for the duration of the
+build's timing (so candidates are timed in the math they will run in), of one `execute`
+(or one CUDA-graph capture, where the kernels are chosen once for all replays) and
+restores exactly what was there before, so a user's own settings outside the engine
 are untouched. Being global, they are also seen by other threads running torch work at
 the same moment: two engines with different TF32 settings must not run concurrently in
 one process.
