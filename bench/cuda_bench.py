@@ -31,8 +31,10 @@ in FP16 and in FP32 with TF32 allowed ("tf32"; strict "fp32" on request). For ea
     outputs (trtexec's --inputIOFormats=fp16:chw --outputIOFormats=fp16:chw; the "I/O" column);
   * torch.compile: mode="reduce-overhead" (CUDA graphs); "max-autotune" with
     --max-autotune (slow to compile); compile + warm-up time reported, outside the timing;
-  * with --profile (default on): one profiled call per system (torch.profiler, CUDA
-    activity): kernels per inference and their summed GPU time, to show where time goes.
+  * with --profile: one profiled call per system (torch.profiler, CUDA activity): kernels per
+    inference and their summed GPU time, to show where time goes. Off by default: under
+    torch 2.11 + CUDA 13.0, CUPTI can segfault the process while torch.compile's CUDA graphs
+    replay (seen at ResNet-50 b128), which would lose the whole run.
 
 Prints rich tables; with --out DIR (default $OUT when set) writes results.json and
 results.md (date, device, versions, the exact command, the tables and ratios) after every
@@ -309,11 +311,6 @@ def profile_call(call: Callable[[Any], Any], x: Any, device: torch.device, calls
         return None
     from torch.profiler import ProfilerActivity, profile
 
-    # Each profile session ends by tearing CUPTI down, and the next one re-initializes it; with
-    # CUDA graphs replayed in between (ours, and torch.compile's cudagraph trees) that re-init
-    # can segfault the process (torch's profiler sets this itself only for CUDA < 12.6, or for
-    # inductor's own graphs). Kineto reads it when a session stops.
-    os.environ["TEARDOWN_CUPTI"] = "0"
     call(x)
     _sync(device)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -854,7 +851,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help=f"also time an engine built for batch 1..{DYNAMIC_MAX_BATCH} (and sequence 1..seq), tuned at "
                         "the workload's shape")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
-    p.add_argument("--no-profile", dest="profile", action="store_false", help="skip the profiled calls")
+    p.add_argument("--profile", dest="profile", action="store_true",
+                   help="one profiled call per system (torch.profiler; CUPTI can crash the process while "
+                        "torch.compile's CUDA graphs replay)")
+    p.add_argument("--no-profile", dest="profile", action="store_false",
+                   help="no profiled calls (the default; kept for older command lines)")
     p.add_argument("--profile-top", type=int, default=8, help="kernels kept per profile (> 8 also prints them)")
     p.add_argument("--layer-profile", action="store_true", help="print tensorkiln's eager per-layer profile")
     p.add_argument("--model-route", choices=("auto", "export", "zoo"), default="auto",
