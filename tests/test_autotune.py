@@ -256,7 +256,7 @@ TWO_PROFILES = (OptimizationProfile({"x": ((1, 8), (2, 8), (8, 8))}),
                 OptimizationProfile({"x": ((16, 8), (64, 8), (64, 8))}))
 
 
-def test_each_profile_runs_the_tactic_tuned_at_its_opt_shape(registry, monkeypatch):
+def test_each_profile_runs_the_tactic_tuned_at_its_opt_shape(registry, monkeypatch, capsys, tmp_path):
     """As TensorRT does, each optimization profile keeps its own fastest tactic; a call runs with
     the tactics of the profile holding its shapes, eagerly and through a saved engine."""
     calls = _shape_dependent_relus(registry, monkeypatch)
@@ -274,6 +274,10 @@ def test_each_profile_runs_the_tactic_tuned_at_its_opt_shape(registry, monkeypat
             x = torch.randn(rows, 8, generator=torch.Generator().manual_seed(rows))
             assert torch.equal(ctx.execute({"x": x})["y"], torch.relu(x))
             assert calls == [(tactic, rows)] * 2
+    path = tmp_path / "two_profiles.plan"
+    path.write_bytes(plan.serialize())
+    assert main(["inspect", str(path)]) == 0
+    assert "0: small; 1: large" in capsys.readouterr().out.replace("\n", " ")
 
 
 @pytest.mark.cuda
@@ -435,6 +439,15 @@ def test_corrupt_cache_file_is_a_config_error_naming_it(tmp_path, content, why):
         _build(RELU, timing_cache_file=str(path))
     assert path.read_text() == content  # left as it was
     _build(RELU, timing_cache_file=str(path), builder_cache=False)  # no cache: builds
+
+
+def test_cache_counts_a_layer_whose_second_key_is_tried_once():
+    cache = TimingCache()
+    cache.store({"k": 1}, CacheEntry("a", {"a": 1.0}))
+    assert cache.lookup({"k": 2}) is None and cache.lookup({"k": 3}, retry=True) is None
+    assert (cache.hits, cache.misses) == (0, 1)
+    assert cache.lookup({"k": 2}) is None and cache.lookup({"k": 1}, retry=True) is not None
+    assert (cache.hits, cache.misses) == (1, 1)
 
 
 def test_cache_save_is_atomic_and_merges_with_other_writers(tmp_path):
@@ -664,6 +677,7 @@ def test_a_layer_that_cannot_be_captured_is_timed_eagerly_and_cached_as_eager(re
     modes.clear()
     again = _build(TWO_RELUS, device="cuda", timing_cache_file=str(cache)).build_info["tactics"]
     assert again["timed_layers"] == 0 and again["cached_layers"] == 2 and modes == []
+    assert again["timing_cache"]["hits"] == 2 and again["timing_cache"]["misses"] == 0
     assert again["timing"].startswith("eager") and "timing cache" in again["timing"]
 
 

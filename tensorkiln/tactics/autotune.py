@@ -594,7 +594,7 @@ class _Tuner:
         timing anything."""
         entry = self.cache.lookup(self._key(node, args, candidates))
         if entry is None and self.summary.graph_timing and "timing" in self.environment:
-            entry = self.cache.lookup(self._key(node, args, candidates, CAPTURE_FAILED))
+            entry = self.cache.lookup(self._key(node, args, candidates, CAPTURE_FAILED), retry=True)
             if entry is not None:
                 self.summary.graph_timing = False
                 self.summary.graph_timing_off = (f"layer '{node.name}' ({node.op_type}) cannot be captured "

@@ -76,11 +76,14 @@ class TimingCache:
         """Entries measured by this process, not yet known to the file."""
         return len(self._added)
 
-    def lookup(self, key: Mapping[str, Any]) -> Optional[CacheEntry]:
+    def lookup(self, key: Mapping[str, Any], retry: bool = False) -> Optional[CacheEntry]:
+        """The entry of `key`, or None. `retry`: another key tried for the same layer after a
+        miss; a hit then takes that miss's place in the counts."""
         record = self._entries.get(key_digest(key))
         if record is None:
-            self.misses += 1
+            self.misses += not retry
             return None
+        self.misses -= retry
         self.hits += 1
         return CacheEntry(record["tactic"], dict(record["times_ms"]), dict(record.get("rejected", {})))
 
