@@ -322,6 +322,9 @@ def test_profile_tactics_that_do_not_match_the_profiles_are_refused(registry, mo
     plan.graph.nodes[0].meta["profile_tactics"] = ["small"]
     with pytest.raises(EngineFormatError, match="profile tactics"):
         Runtime().load(plan)
+    plan.graph.nodes[0].meta["profile_tactics"] = ["large", "large"]  # profile 0's is the layer's own tactic
+    with pytest.raises(EngineFormatError, match="profile tactics"):
+        Runtime().load(plan)
     plan.graph.nodes[0].meta["profile_tactics"] = ["small", "nonexistent"]
     with pytest.raises(EngineFormatError, match="nonexistent"):
         Runtime().load(plan)

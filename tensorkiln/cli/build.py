@@ -345,9 +345,11 @@ def print_tactic_summary(log: Log, plan: EnginePlan) -> None:
                  f"{cache['entries_added']} entr{'y' if cache['entries_added'] == 1 else 'ies'} added")
     for layer in plan.graph.nodes:
         per_profile = layer.meta.get("profile_tactic_times_ms")
-        timings = (list(zip(per_profile, layer.meta["profile_tactics"], [f" (profile {p})" for p in
-                                                                           range(len(per_profile))]))
-                   if per_profile else [(layer.meta.get("tactic_times_ms"), layer.meta.get("tactic"), "")])
+        if per_profile:
+            timings = [(times, tactic, f" (profile {p})")
+                       for p, (times, tactic) in enumerate(zip(per_profile, layer.meta["profile_tactics"]))]
+        else:
+            timings = [(layer.meta.get("tactic_times_ms"), layer.meta.get("tactic"), "")]
         for times, tactic, which in timings:
             if times:
                 listed = ", ".join(f"{name} {ms:.4g} ms" for name, ms in sorted(times.items(), key=lambda kv: kv[1]))

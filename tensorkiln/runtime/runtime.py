@@ -14,6 +14,7 @@ from ..errors import ConfigError, EngineFormatError, ExecutionError, ShapeError
 from ..ir import Node, OptionalType
 from ..tactics import find_tactic
 from ..tactics.device import describe_device, parse_device
+from ..tactics.select import profile_tactic
 from ..tactics.streams import AuxStreams
 from ..tactics.tf32 import tf32_scope
 from .cuda_graph import MAX_SIGNATURES, CudaGraphs, capture_blocker, copy_out, signature
@@ -103,14 +104,16 @@ class Engine:
             return []
         for node in tuned:
             names = node.meta["profile_tactics"]
-            if not (isinstance(names, list) and len(names) == len(profiles) and len(profiles) > 1):
-                raise EngineFormatError(f"engine layer '{node.name}' has profile tactics {names!r}, but the engine "
-                                        f"has {len(profiles)} optimization profile(s): rebuild the engine")
+            if not (isinstance(names, list) and len(names) == len(profiles) > 1 and names[0] == node.meta["tactic"]):
+                raise EngineFormatError(f"engine layer '{node.name}' has profile tactics {names!r} for tactic "
+                                        f"{node.meta.get('tactic')!r}, but the engine has {len(profiles)} "
+                                        f"optimization profile(s): rebuild the engine")
+        # Profile 0's tactics are the layers' own ("tactic"): the engine's executor runs them.
         pairs = [(self.executor, self._graph_executor)]
         for index in range(1, len(profiles)):
             bound = dict(self._resolved)
             for node in tuned:
-                bound[id(node)] = self._bind(node, node.meta["profile_tactics"][index])
+                bound[id(node)] = self._bind(node, profile_tactic(node, index))
             executor = GraphExecutor(graph, self.device, lambda n, bound=bound: bound[id(n)])
             pairs.append((executor, executor.deferring_output_casts()[0]))
         return pairs

@@ -10,7 +10,7 @@ no shapes to tune at, subgraph layers) keep the default.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from ..ir import Node
 from .registry import candidates
@@ -34,3 +34,12 @@ def select_tactic(node: Node, backend: str) -> Optional[TacticChoice]:
     usable = [t for t, reason in cands if reason is None]
     chosen = usable[0]
     return TacticChoice(chosen.name, tuple((t.name, reason) for t, reason in cands))
+
+
+def profile_tactic(node: Node, profile: int) -> Any:
+    """The tactic name the tuner chose for this layer at the optimization profile of this
+    position: its own where profiles were tuned to different ones (meta "profile_tactics"),
+    else the layer's one tactic. As stored (an engine file may hold anything): the caller
+    checks it names a tactic."""
+    per_profile = node.meta.get("profile_tactics")
+    return node.meta.get("tactic") if per_profile is None else per_profile[profile]

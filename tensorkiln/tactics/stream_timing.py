@@ -21,6 +21,7 @@ from ..ops import RunContext
 from .autotune import (CaptureFailed, Shapes, TuningOptions, constant_on_device, measure, random_feeds,
                        release_after, store_outputs)
 from .registry import find_tactic
+from .select import profile_tactic
 from .streams import AuxStreams
 from .timing_cache import CacheEntry, TimingCache, attrs_digest, layer_key
 
@@ -127,9 +128,8 @@ def time_network(graph: Graph, device: torch.device, shapes: Sequence[Shapes], s
 
 
 def _tactics(graph: Graph, device: torch.device, profile: int) -> list[Any]:
-    """Each layer's tactic chosen for the profile at this position (autotune: "profile_tactics")."""
-    return [find_tactic(device.type, n.op_type, n.domain, n.meta["profile_tactics"][profile]
-                        if "profile_tactics" in n.meta else n.meta["tactic"]) for n in graph.nodes]
+    """Each layer's tactic chosen for the profile at this position."""
+    return [find_tactic(device.type, n.op_type, n.domain, profile_tactic(n, profile)) for n in graph.nodes]
 
 
 def _constants(graph: Graph, device: torch.device) -> dict[str, Any]:
