@@ -163,7 +163,37 @@ def test_memory_summary_at_opt_and_max():
     model = zoo.build("resnet50", small=True)
     graph = Builder(BuilderConfig()).build(parse_onnx(model)).graph
     summary = memory_summary(graph, {"N": 1}, {"N": 4})
-    assert summary["device_memory_size"] == summary["arena_at_max"]["size"]
-    assert summary["arena_at_max"]["size"] > summary["arena_at_opt"]["size"] > 0
-    assert summary["arena_at_max"]["unplanned"] == 0
-    assert memory_summary(graph, {}, {})["device_memory_size"] is None  # N unknown
+    # Every layer in the arena (no `include`): the arena is every activation's plan at max.
+    assert summary["device_memory_size"] == summary["activations_at_max"]["size"] == summary["arena"]["size"]
+    assert summary["activation_bytes_at_max"] == summary["device_memory_size"]
+    assert summary["activations_at_max"]["size"] > summary["activations_at_opt"]["size"] > 0
+    assert summary["activations_at_max"]["unplanned"] == 0
+    placed = [name for _, _, names in summary["arena"]["buffers"] for name in names]
+    assert len(placed) == len(set(placed)) > 0
+    unknown = memory_summary(graph, {}, {})  # N unknown: nothing can be placed before run time
+    assert unknown["activation_bytes_at_max"] is None and unknown["device_memory_size"] == 0
+
+
+def test_arena_holds_only_the_included_layers():
+    # Only the Relu layers write where the runtime says: the Neg outputs are allocated by their
+    # layers, and counted apart; a value named in `exclude` stays out with its whole buffer.
+    g = _graph("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    mixed (float[1024] x) => (float[1024] y) {
+        a = Relu(x)
+        b = Neg(a)
+        c = Relu(b)
+        d = Neg(c)
+        e = Relu(d)
+        y = Neg(e)
+    }
+    """)
+    plan = plan_arena(g, {}, include=lambda node: node.op_type == "Relu")
+    assert sorted(n for b in plan.buffers for n in b.values) == ["a", "c", "e"]
+    assert plan.elsewhere == ("b", "d") and plan.elsewhere_peak_bytes == 4096
+    # a, c and e are never alive together (each dies at the next layer): one place serves all.
+    assert plan.size == 4096 and overlapping_pairs(plan) == []
+    layout = plan.layout()
+    assert layout["size"] == 4096 and [entry[:2] for entry in layout["buffers"]] == [[0, 4096]] * 3
+    kept = plan_arena(g, {}, include=lambda node: node.op_type == "Relu", exclude=frozenset({"c"}))
+    assert sorted(n for b in kept.buffers for n in b.values) == ["a", "e"] and "c" in kept.elsewhere

@@ -5,6 +5,7 @@ GPU tests carry the `cuda` marker; the TF32 scope and the CPU-side API run every
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -15,7 +16,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from tensorkiln import Builder, BuilderConfig, Runtime
+from tensorkiln import Builder, BuilderConfig, OptimizationProfile, Runtime
 from tensorkiln.errors import ConfigError, ShapeError
 from tensorkiln.frontends.onnx import parse_onnx
 from tensorkiln.planner import plan_arena
@@ -566,21 +567,48 @@ def test_capture_failure_falls_back_to_eager(rng):
     assert torch.randn(8, device="cuda").isfinite().all()
 
 
-@cuda
-def test_memory_plan_matches_the_caching_allocator():
-    # The arena plan (with the real tensor sizes of this run) against what torch's caching
-    # allocator peaks at during one eager run of the engine.
+def _small_bert(batch: int = 8, seq: int = 256, **config):
     model = zoo.build("bert_encoder", layers=2, hidden=256, heads=4, intermediate=1024, vocab=1000,
                       max_position=512)
-    engine = _engine(model, tf32=False)
+    feeds = _on(zoo.example_inputs(model, batch=batch, seq=seq))
+    profile = OptimizationProfile.fixed({k: tuple(v.shape) for k, v in feeds.items()})
+    return _engine(model, profiles=(profile,), **config), feeds
+
+
+@cuda
+def test_memory_plan_matches_the_caching_allocator():
+    # The activations' plan (with the real tensor sizes of this run) against what one eager run
+    # takes: the context's arena, allocated beforehand, and what the layers allocate themselves.
+    engine, feeds = _small_bert(tf32=False)
     ctx = engine.create_execution_context(cuda_graph=False)
-    feeds = _on(zoo.example_inputs(model, batch=8, seq=256))
     _, record = ctx.execute_debug(feeds)
     sizes = {k: v.numel() * v.element_size() for k, v in record.items() if isinstance(v, torch.Tensor)}
     del record
     plan = plan_arena(engine.plan.graph, {}, nbytes_of=sizes)
     assert plan.complete
     out_bytes = sum(sizes[v.name] for v in engine.plan.graph.outputs)
+    arena = engine.device_memory_size
+    elsewhere = engine.plan.memory["arena_plan"]["elsewhere_peak_bytes"]
+    assert arena > 0 and ctx.device_memory.numel() == arena
+    measured = _allocated_by_one_run(ctx, feeds)
+    # The same engine without its arena (as engines built before it run): every activation allocated.
+    without = Runtime("cuda").load(dataclasses.replace(
+        engine.plan, memory={k: v for k, v in engine.plan.memory.items() if k != "arena"}))
+    measured_without = _allocated_by_one_run(without.create_execution_context(cuda_graph=False), feeds)
+    print(f"\nall activations planned together {plan.size} B (peak live {plan.peak_live_bytes} B); arena {arena} B; "
+          f"outside it {elsewhere} B at most; outputs {out_bytes} B; allocated during the run {measured} B "
+          f"({measured_without} B without the arena)")
+    # Everything the plan says is alive at once was alive at once, in the arena or allocated...
+    assert arena + measured >= 0.95 * plan.peak_live_bytes
+    assert measured_without >= 0.95 * plan.peak_live_bytes
+    # ...and the run allocates only what is outside the arena: the activations of layers that allocate
+    # their own, the outputs, and tactics' temporaries and workspaces (attention scores, cuBLAS workspaces).
+    assert measured <= 3.0 * (elsewhere + out_bytes) + (8 << 20)
+    assert measured_without <= 3.0 * (plan.size + out_bytes) + (8 << 20)
+    assert measured < measured_without
+
+
+def _allocated_by_one_run(ctx, feeds) -> int:
     for _ in range(2):
         ctx.execute(feeds)  # lazy workspaces (cuBLAS) allocated before measuring
     torch.cuda.synchronize()
@@ -588,15 +616,51 @@ def test_memory_plan_matches_the_caching_allocator():
     torch.cuda.reset_peak_memory_stats()
     outs = ctx.execute(feeds)
     torch.cuda.synchronize()
-    measured = torch.cuda.max_memory_allocated() - base
     del outs
-    print(f"\narena {plan.size} B, peak live {plan.peak_live_bytes} B, outputs {out_bytes} B, "
-          f"caching-allocator peak {measured} B ({measured / (plan.size + out_bytes):.2f}x arena+outputs)")
-    # Everything the plan says is alive at once was alive at once...
-    assert measured >= 0.95 * plan.peak_live_bytes
-    # ...and the plan is most of what the run needed: the rest is tactics' temporaries and
-    # workspaces (attention scores, cuBLAS/cuDNN workspaces), which the plan does not hold.
-    assert measured <= 3.0 * (plan.size + out_bytes) + (8 << 20)
+    return torch.cuda.max_memory_allocated() - base
+
+
+@cuda
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "cuda_graph"])
+def test_activations_run_in_the_context_arena(graph):
+    engine, feeds = _small_bert(batch=4, seq=64, fp16=True)
+    want, _ = engine.create_execution_context(cuda_graph=False).execute_debug(feeds)  # no arena there
+    assert engine.plan.memory["arena_plan"]["buffers"] > 0
+    ctx = engine.create_execution_context(cuda_graph=graph)
+    ctx.device_memory.fill_(0xFF)  # NaN in fp16: a value read from a place before it was written shows
+    for _ in range(3):  # warm-up, capture, replay
+        got = ctx.execute(feeds)
+        for name, value in want.items():
+            assert torch.equal(got[name], value), name
+    assert (ctx.device_memory != 0xFF).any()
+    # Contexts run one after another may share the caller's memory.
+    shared = torch.empty(engine.device_memory_size, dtype=torch.uint8, device="cuda")
+    first, second = (engine.create_execution_context(cuda_graph=graph, device_memory=shared) for _ in range(2))
+    for ctx in (first, second, first, second, first):
+        got = ctx.execute(feeds)
+        assert all(torch.equal(got[name], value) for name, value in want.items())
+    with pytest.raises(ConfigError, match="256-byte aligned"):
+        engine.create_execution_context(device_memory=torch.empty(engine.device_memory_size + 256, dtype=torch.uint8,
+                                                                  device="cuda")[16:])
+    with pytest.raises(ConfigError, match="device_memory is on cpu"):
+        engine.create_execution_context(device_memory=torch.empty(engine.device_memory_size, dtype=torch.uint8))
+
+
+@cuda
+def test_arena_calls_on_two_streams_are_ordered():
+    # The arena is reused by every call: a call on another stream waits for the previous one.
+    engine, feeds = _small_bert(batch=4, seq=64, fp16=True)
+    ctx = engine.create_execution_context(cuda_graph=False)
+    want = ctx.execute(feeds)
+    streams = [torch.cuda.Stream(), torch.cuda.Stream()]
+    results = []
+    for i in range(6):
+        with torch.cuda.stream(streams[i % 2]):
+            torch.cuda._sleep(200_000)  # the earlier call still running when the next is enqueued
+            results.append(ctx.execute(feeds))
+    torch.cuda.synchronize()
+    for got in results:
+        assert all(torch.equal(got[name], value) for name, value in want.items())
 
 
 # ---- auxiliary streams ----------------------------------------------------------------------

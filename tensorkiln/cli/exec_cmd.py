@@ -259,9 +259,12 @@ def run(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> 
 
     engine = Runtime(device).load(plan, source_name=args.loadEngine or "")
     context = engine.create_execution_context(cuda_graph=not args.noCudaGraph)
-    if on_gpu and engine.device_memory_size:
-        log.info(f"Device memory for activations (arena plan at the profiles' max shapes): "
-                 f"{engine.device_memory_size} bytes")
+    if on_gpu and engine.device_memory_size is not None:
+        elsewhere = plan.memory.get("arena_plan", {}).get("elsewhere_peak_bytes")
+        log.info(f"Device memory for activations: {engine.device_memory_size} bytes preallocated by the context "
+                 f"(the arena, planned at the profiles' max shapes)"
+                 + (f"; up to {elsewhere} bytes more for the layers that allocate their own outputs"
+                    if elsewhere else ""))
     if not file_arrays:
         file_arrays = read_input_files([p for p in file_pairs if not is_raw(p[1])], engine.inputs, {},
                                        "--loadInputs")

@@ -170,6 +170,8 @@ def print_engine(console: Console, info: dict[str, Any]) -> None:
     console.print(layers)
     console.print("[bold]Memory plan[/bold]")
     for key, value in info["memory"].items():
+        if key == "arena" and isinstance(value, dict):  # every buffer's offset: in the JSON output
+            value = f"{value.get('size')} bytes, {len(value.get('buffers', []))} buffers"
         console.print(f"  {key}: {value}", markup=False)
     build = info["build_info"]
     if build:

@@ -87,6 +87,33 @@ class RunContext:
     def __init__(self, device: torch.device, run_subgraph: Callable[[Graph, Sequence[Optional[Tensor]]], list[Tensor]]):
         self.device = device
         self.run_subgraph = run_subgraph
+        # Where the current layer's outputs go, set by the runtime before each layer: one entry
+        # per output, a function (shape, dtype, memory_format) -> a tensor in the execution
+        # context's activation arena, or None where that output is not planned there (or too
+        # large for its place). None: no arena (every output is newly allocated).
+        self.places: Optional[Sequence[Optional[Callable[..., Optional[Tensor]]]]] = None
+
+    def output(self, index: int, shape: Sequence[int], dtype: torch.dtype,
+               memory_format: torch.memory_format = torch.contiguous_format) -> Tensor:
+        """The tensor a tactic writes the layer's output `index` into: its place in the execution
+        context's activation arena (planned by the builder, reused by other layers once this value
+        is dead), or newly allocated where there is none. Ask once per output and layer call."""
+        places = self.places
+        if places is not None and index < len(places):
+            place = places[index]
+            if place is not None:
+                tensor = place(tuple(shape), dtype, memory_format)
+                if tensor is not None:
+                    return tensor
+        return torch.empty(tuple(shape), dtype=dtype, device=self.device, memory_format=memory_format)
+
+    def output_like(self, index: int, like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
+        """`output` shaped as `like`, in its layout where that is channels_last (as torch.empty_like
+        keeps it), else row-major."""
+        channels_last = like.dim() == 4 and not like.is_contiguous() and like.is_contiguous(
+            memory_format=torch.channels_last)
+        return self.output(index, like.shape, like.dtype if dtype is None else dtype,
+                           torch.channels_last if channels_last else torch.contiguous_format)
 
 
 class Op:

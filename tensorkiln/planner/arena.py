@@ -14,8 +14,18 @@ caller or the engine owns that memory, so it is left out of the arena (and count
 `io_bytes`). Memory used inside subgraphs (If/Loop bodies) and tactic workspaces is not
 planned here.
 
+Which activations the arena holds: those whose layer writes into memory the runtime hands it
+(`include`: the builder passes the layers whose tactics take their outputs from
+RunContext.output), as inductor's memory planning holds the buffers of its own kernels and
+leaves extern kernels to allocate theirs. The others (`elsewhere`) come from torch's caching
+allocator at run time; `elsewhere_peak_bytes` is the most of them alive at once.
+
 Lifetimes: a value defined by layer i and last read by layer j is alive over [i, j]
-inclusive: a layer's outputs are allocated while its inputs are still alive.
+inclusive: a layer's outputs are allocated while its inputs are still alive. A layer that may
+return (a view of) an input (`may_alias`: torch's reference Transpose, Split, Slice, a no-op
+Cast) keeps its inputs alive as long as its outputs, so the memory an output may point into is
+not handed to another value meanwhile; inputs that may so reach a graph output stay out of the
+arena (the caller keeps outputs past the call).
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
-from ..ir import Graph, TensorType, free_names_of_subgraphs
+from ..ir import Graph, Node, TensorType, free_names_of_subgraphs
 
 ALIGNMENT = 256
 # Ops whose output is a view of input 0: the output shares its input's buffer.
@@ -63,6 +73,10 @@ class ArenaPlan:
     # they are allocated at run time, outside the arena.
     unplanned: tuple[str, ...] = ()
     offsets: dict[str, int] = field(default_factory=dict, compare=False)
+    # Activations left out by `include` (their layers allocate them), and the most bytes of
+    # them alive at once.
+    elsewhere: tuple[str, ...] = ()
+    elsewhere_peak_bytes: int = 0
 
     @property
     def complete(self) -> bool:
@@ -71,7 +85,13 @@ class ArenaPlan:
     def to_json(self) -> dict[str, Any]:
         return {"size": self.size, "alignment": ALIGNMENT, "buffers": len(self.buffers),
                 "peak_live_bytes": self.peak_live_bytes, "io_bytes": self.io_bytes,
-                "unplanned": len(self.unplanned), "unplanned_first": list(self.unplanned[:5])}
+                "unplanned": len(self.unplanned), "unplanned_first": list(self.unplanned[:5]),
+                "elsewhere": len(self.elsewhere), "elsewhere_peak_bytes": self.elsewhere_peak_bytes}
+
+    def layout(self) -> dict[str, Any]:
+        """The placement the runtime allocates: the size, and each buffer as [offset, nbytes, values]."""
+        return {"size": self.size, "alignment": ALIGNMENT,
+                "buffers": [[b.offset, b.nbytes, list(b.values)] for b in self.buffers]}
 
 
 def aligned(nbytes: int) -> int:
@@ -96,11 +116,17 @@ def value_nbytes(value_type: Any, dims: Mapping[str, int]) -> Optional[int]:
 
 
 def plan_arena(graph: Graph, dims: Mapping[str, int],
-               nbytes_of: Optional[Mapping[str, int]] = None) -> ArenaPlan:
-    """Place every activation of `graph` (top level) in one arena at the given dimensions.
+               nbytes_of: Optional[Mapping[str, int]] = None,
+               include: Optional[Callable[[Node], bool]] = None,
+               exclude: frozenset[str] = frozenset(),
+               may_alias: Optional[Callable[[Node], bool]] = None) -> ArenaPlan:
+    """Place the activations of `graph` (top level) in one arena at the given dimensions.
 
     `dims` maps symbolic dimension names to sizes; `nbytes_of` may give a value's size in
     bytes directly (e.g. from shapes inferred at concrete input shapes), overriding its type.
+    `include(layer)`: whether the layer's outputs go in the arena (default: all); a buffer
+    holding any value named in `exclude` stays out too. `may_alias(layer)`: whether the layer's
+    outputs may alias its inputs (default: none does, beyond the view ops).
     """
     nbytes_of = nbytes_of or {}
     n_layers = len(graph.nodes)
@@ -126,16 +152,33 @@ def plan_arena(graph: Graph, dims: Mapping[str, int],
         return root.get(name, name)
 
     last: dict[str, int] = {}
+    read_by: list[list[str]] = []
     for i, node in enumerate(graph.nodes):
-        for name in [v.name for v in node.inputs if v is not None] + sorted(free_names_of_subgraphs(node)):
+        read_by.append([v.name for v in node.inputs if v is not None] + sorted(free_names_of_subgraphs(node)))
+        for name in read_by[-1]:
             r = root_of(name)
             last[r] = max(last.get(r, -1), i)
     members: dict[str, list[str]] = {}
     for name, r in root.items():
         members.setdefault(r, []).append(name)
+    escapes = n_layers  # "alive past the call": may reach a graph output
+    if may_alias is not None:
+        # Latest layers first: an output's own extended lifetime is known when its layer is reached.
+        for i in range(n_layers - 1, -1, -1):
+            node = graph.nodes[i]
+            if (node.op_type in VIEW_OPS and not node.domain) or not may_alias(node):
+                continue
+            reach = i
+            for v in node.outputs:
+                r = root_of(v.name)
+                reach = max(reach, escapes if any(m in outputs for m in members.get(r, ())) else last.get(r, i))
+            for name in read_by[i]:
+                r = root_of(name)
+                last[r] = max(last.get(r, -1), reach)
 
     buffers: list[tuple[str, int]] = []  # (root, nbytes) of the activations to place
     unplanned: list[str] = []
+    elsewhere: list[tuple[str, int]] = []
     io_bytes = 0
     for v in graph.inputs:
         io_bytes += value_nbytes(v.type, dims) or 0
@@ -149,12 +192,19 @@ def plan_arena(graph: Graph, dims: Mapping[str, int],
             continue
         if r in inputs or r in constants:
             continue
+        if ((include is not None and not include(graph.nodes[first[r]])) or any(name in exclude for name in group)
+                or last.get(r, -1) >= escapes):
+            elsewhere.append((r, size or 0))
+            continue
         if size is None:
             unplanned.append(r)
             continue
         buffers.append((r, size))
 
-    lifetimes = {r: (first[r], max(first[r], last.get(r, first[r]))) for r, _ in buffers}
+    def lifetime(r: str) -> tuple[int, int]:
+        return first[r], min(max(first[r], last.get(r, first[r])), n_layers - 1)
+
+    lifetimes = {r: lifetime(r) for r, _ in buffers}
     placed: list[Buffer] = []
     # Largest first; ties by definition order so the plan is deterministic.
     order = sorted(buffers, key=lambda b: (-aligned(b[1]), lifetimes[b[0]][0], b[0]))
@@ -174,14 +224,18 @@ def plan_arena(graph: Graph, dims: Mapping[str, int],
     placed.sort(key=lambda b: (b.first, b.offset))
     size = max((b.end for b in placed), default=0)
     offsets = {name: b.offset for b in placed for name in b.values}
-    return ArenaPlan(size, tuple(placed), _peak_live(placed, n_layers), io_bytes, tuple(unplanned), offsets)
+    outside = [(*lifetime(r), n) for r, n in elsewhere]
+    return ArenaPlan(size, tuple(placed), _peak_live([(b.first, b.last, b.nbytes) for b in placed], n_layers),
+                     io_bytes, tuple(unplanned), offsets, tuple(r for r, _ in elsewhere),
+                     _peak_live(outside, n_layers))
 
 
-def _peak_live(buffers: list[Buffer], n_layers: int) -> int:
+def _peak_live(lifetimes: list[tuple[int, int, int]], n_layers: int) -> int:
+    """The most bytes alive at once of buffers given as (first layer, last layer, bytes)."""
     delta = [0] * (n_layers + 1)
-    for b in buffers:
-        delta[b.first] += b.nbytes
-        delta[b.last + 1] -= b.nbytes
+    for first, last, nbytes in lifetimes:
+        delta[first] += nbytes
+        delta[last + 1] -= nbytes
     peak = current = 0
     for d in delta:
         current += d
@@ -201,15 +255,23 @@ def overlapping_pairs(plan: ArenaPlan) -> list[tuple[Buffer, Buffer]]:
 
 
 def memory_summary(graph: Graph, opt_dims: Mapping[str, int], max_dims: Mapping[str, int],
-                   sizes_at: Optional[Callable[[Mapping[str, int]], Mapping[str, int]]] = None) -> dict[str, Any]:
-    """The plan's `memory` entries of the arena: the arena at the profiles' opt and max shapes.
+                   sizes_at: Optional[Callable[[Mapping[str, int]], Mapping[str, int]]] = None,
+                   include: Optional[Callable[[Node], bool]] = None,
+                   exclude: frozenset[str] = frozenset(),
+                   may_alias: Optional[Callable[[Node], bool]] = None) -> dict[str, Any]:
+    """The plan's `memory` entries: the arena the runtime allocates, and every activation's plan.
 
     `sizes_at(dims)`, when given, returns value sizes in bytes at those dimensions (e.g. from
     types re-inferred at concrete input shapes, which resolves dimensions the symbolic types
-    leave open). `device_memory_size` is the arena at the max shapes (what any allowed input
-    needs), or None when some activation's size is not known at build time.
+    leave open). The arena is planned at the max shapes, so its places hold any allowed input's
+    values; `device_memory_size` is its size (what an execution context preallocates).
+    `activations_at_opt`/`_at_max` plan every activation as if all were in the arena: the least
+    memory they need together (None as device memory when some size is not known at build time).
     """
-    at_opt = plan_arena(graph, opt_dims, sizes_at(opt_dims) if sizes_at else None)
-    at_max = plan_arena(graph, max_dims, sizes_at(max_dims) if sizes_at else None)
-    return {"device_memory_size": at_max.size if at_max.complete else None,
-            "arena_at_opt": at_opt.to_json(), "arena_at_max": at_max.to_json()}
+    max_sizes = sizes_at(max_dims) if sizes_at else None
+    arena = plan_arena(graph, max_dims, max_sizes, include, exclude, may_alias)
+    every_at_opt = plan_arena(graph, opt_dims, sizes_at(opt_dims) if sizes_at else None)
+    every_at_max = plan_arena(graph, max_dims, max_sizes)
+    return {"device_memory_size": arena.size, "arena": arena.layout(), "arena_plan": arena.to_json(),
+            "activations_at_opt": every_at_opt.to_json(), "activations_at_max": every_at_max.to_json(),
+            "activation_bytes_at_max": every_at_max.size if every_at_max.complete else None}

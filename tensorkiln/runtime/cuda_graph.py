@@ -21,10 +21,11 @@ dynamic batch and sequence length) would otherwise hold one graph and its static
 shape it ever saw; past the cap, the least recently used graph is released, and its shape, if
 it comes back, starts again at step 1.
 
-All graphs of one context share one memory pool. That is safe because a context runs
-one inference at a time: each replay's outputs are copied out on the replay's stream
-right after the replay, before any other graph of the pool can run, and a call on a
-stream other than the previous call's first waits for the previous call's work.
+All graphs of one context share one memory pool, and the context's activation arena
+(runtime/arena.py: the captured kernels write at its addresses). That is safe because a
+context runs one inference at a time: each replay's outputs are copied out on the replay's
+stream right after the replay, before any other graph of the pool can run, and a call on a
+stream other than the previous call's first waits for the previous call's work (CallOrder).
 
 A capture fails when a layer needs the host in the middle of the engine (data-dependent
 output shapes such as NonZero, host-side control flow, values read back with .item()).
@@ -42,6 +43,7 @@ import torch
 
 from ..ir import Graph, TensorType
 from ..tactics.graph_capture import capture
+from .arena import CallOrder
 
 Signature = tuple
 RunFn = Callable[[Sequence[Any]], list[Any]]
@@ -79,7 +81,6 @@ _HAS_FOREACH_COPY = hasattr(torch, "_foreach_copy_")
 # Outputs up to this many bytes in all are copied out of the graph by one multi-tensor kernel; larger
 # ones by a copy each (cudaMemcpy's bandwidth for BERT's 25 MB hidden states at batch 64).
 _FOREACH_COPY_OUT_BYTES = 4 << 20
-_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
 
 
 def signature(tensors: Sequence[Any], host: frozenset[int] = frozenset()) -> Signature:
@@ -131,18 +132,15 @@ def copy_out(statics: Sequence[torch.Tensor], dtypes: Sequence[Optional[torch.dt
 class CudaGraphs:
     """The captured graphs of one execution context, by input signature."""
 
-    def __init__(self, device: torch.device, host_inputs: frozenset[int] = frozenset()):
+    def __init__(self, device: torch.device, order: CallOrder, host_inputs: frozenset[int] = frozenset()):
         self.device = device
+        # The context's calls, ordered across streams (the static buffers are reused by each call).
+        self._order = order
         # Positions of the inputs read on the host: their static buffers are host tensors.
         self._host_inputs = host_inputs
         self._entries: OrderedDict[Signature, _Entry] = OrderedDict()  # least recently used first
         self._pool: Any = None
         self._capture_stream: Optional[torch.cuda.Stream] = None
-        self._index = device.index if device.index is not None else torch.cuda.current_device()
-        # The stream (as its raw handle: cheaper to read than a Stream object, which matters on the
-        # replay path) and the event after the previous call's last use of the static buffers.
-        self._last_stream: Optional[int] = None
-        self._done = None
 
     @property
     def captured_signatures(self) -> list[Signature]:
@@ -172,9 +170,7 @@ class CudaGraphs:
         stream; returns the graph's static outputs, valid until the next call. Raises what the
         capture raised when it fails (the caller falls back to eager)."""
         entry = self._entries[key]
-        stream = self._current_stream()
-        if self._last_stream is not None and self._last_stream != stream:
-            torch.cuda.current_stream(self.device).wait_event(self._done)
+        self._order.wait_for_previous()
         statics = self.static_inputs(key, feeds)
         _copy_into(statics, feeds)
         if entry.graph is None:
@@ -204,15 +200,7 @@ class CudaGraphs:
 
     def finished(self) -> None:
         """Mark the end of this call's use of the static buffers (outputs copied out)."""
-        if self._done is None:
-            self._done = torch.cuda.Event()
-        self._done.record(torch.cuda.current_stream(self.device))
-        self._last_stream = self._current_stream()
-
-    def _current_stream(self) -> Any:
-        if _raw_stream is not None:
-            return _raw_stream(self._index)
-        return torch.cuda.current_stream(self.device).cuda_stream
+        self._order.finished()
 
     def _capture(self, entry: _Entry, statics: list[torch.Tensor], run_eagerly: RunFn,
                  in_tf32_scope: Callable[[], Any]) -> None:

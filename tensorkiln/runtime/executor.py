@@ -16,8 +16,10 @@ from ..errors import EngineFormatError, ExecutionError, TensorkilnError
 from ..ir import DType, Graph, Node, free_names_of_subgraphs, numpy_to_torch
 from ..ops import RunContext, get_op
 from ..planner import compute_liveness
+from ..planner.arena import VIEW_OPS
 from ..planner.streams import LayerSync, StreamSchedule, stream_schedule
 from ..tactics.streams import AuxStreams
+from .arena import ArenaLayout, BoundArena, Place
 from .host_values import HostValues, find_host_values
 from .profiler import StepTimer
 
@@ -146,6 +148,32 @@ class GraphExecutor:
         deferred.output_slots = outputs
         return deferred, dtypes
 
+    def arena_places(self, layout: ArenaLayout, may_alias: Callable[[Node], bool]
+                     ) -> tuple[list[list[Optional[Place]]], list[list[tuple[Place, ...]]]]:
+        """Per layer (as this executor runs them), per output: the value's place in the arena, and
+        the places it may point into. Values that outlive the call (this executor's outputs, whose
+        buffers the plan already leaves out except where deferring_output_casts made a new one)
+        and values made on the host have no place. A value may point into its own place and, where
+        its layer may return views of its inputs (`may_alias`; the view ops), into theirs: the plan
+        keeps those alive as long (planner/arena.py)."""
+        name_of = {slot: name for name, slot in self.slot_of.items()}
+        kept = {name_of[s] for s in self.output_slots} | set(self.host.values)
+        on_host = self.host.layers
+        outputs = [[] if step.index in on_host else [name_of[s] for s in step.outs] for step in self.steps]
+        places = layout.places(outputs, kept)
+        reach: dict[str, tuple[Place, ...]] = {}
+        regions: list[list[tuple[Place, ...]]] = []
+        for step, row in zip(self.steps, places):
+            node, inherited = step.node, ()
+            if step.index not in on_host and ((node.op_type in VIEW_OPS and not node.domain) or may_alias(node)):
+                read = [v.name for v in node.inputs if v is not None] + sorted(free_names_of_subgraphs(node))
+                inherited = tuple(dict.fromkeys(p for name in read for p in reach.get(name, ())))
+            regions.append([])
+            for v, place in zip(node.outputs, row):
+                reach[v.name] = ((place,) if place is not None else ()) + inherited
+                regions[-1].append(reach[v.name])
+        return places, regions
+
     def _input_slots(self, node: Node, host_constants: dict[int, Any], on_host: bool) -> list[int]:
         """Slots of a node's inputs. A constant an op reads as host values (shape, axes,
         pads: `Op.host_inputs`), or any constant of a layer run on the host, gets a CPU copy,
@@ -222,12 +250,13 @@ class GraphExecutor:
 
     def run(self, feeds: Sequence[Any], outer: Optional[Callable[[str], Any]] = None,
             record: Optional[dict[str, Any]] = None, timer: Optional[StepTimer] = None,
-            streams: Optional[AuxStreams] = None) -> list[Any]:
+            streams: Optional[AuxStreams] = None, arena: Optional[BoundArena] = None) -> list[Any]:
         """Run the graph. With `record`, every layer output of this graph (not of subgraphs)
         is also stored there by tensor name, in layer order (for per-layer debugging). With
         `timer`, each layer (a control-flow layer with its subgraphs) is timestamped. With
         `streams` (made for this executor's schedule), layers the builder put on auxiliary
-        streams run there; without, every layer runs on the current stream."""
+        streams run there; without, every layer runs on the current stream. With `arena`
+        (bound to this executor's places), layers write their outputs into their places in it."""
         slots = list(self.template)
         for s, x in zip(self.input_slots, feeds):
             slots[s] = x
@@ -243,6 +272,8 @@ class GraphExecutor:
         for index, step in enumerate(self.steps):
             args = [slots[i] if i >= 0 else None for i in step.ins]
             sync = step.sync if streams is not None else None
+            if arena is not None:
+                ctx.places = arena.places[index]
             try:
                 if sync is not None:
                     streams.enter(sync)
@@ -266,6 +297,11 @@ class GraphExecutor:
             finally:
                 if sync is not None:
                     streams.leave(sync, step.index, args)
+            if arena is not None:
+                single = isinstance(out, (torch.Tensor, np.ndarray))
+                settled = arena.settle(index, (out,) if single else out)
+                if settled is not None:
+                    out = settled[0] if single else settled
             if isinstance(out, (torch.Tensor, np.ndarray)):
                 slots[step.outs[0]] = out
             else:

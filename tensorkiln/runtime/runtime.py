@@ -14,9 +14,10 @@ from ..errors import ConfigError, EngineFormatError, ExecutionError, ShapeError
 from ..ir import Node, OptionalType
 from ..tactics import find_tactic
 from ..tactics.device import describe_device, parse_device
-from ..tactics.select import profile_tactic
+from ..tactics.select import may_alias_inputs, profile_tactic
 from ..tactics.streams import AuxStreams
 from ..tactics.tf32 import tf32_scope
+from .arena import ArenaLayout, ArenaMemory, BoundArena, CallOrder
 from .cuda_graph import MAX_SIGNATURES, CudaGraphs, capture_blocker, copy_out, signature
 from .executor import GraphExecutor, TacticFn
 from .profiler import LayerProfile, StepTimer, layer_profile
@@ -80,6 +81,14 @@ class Engine:
         self._graph_executor, self._output_casts = self.executor.deferring_output_casts()
         # Per profile (eager executor, graph executor), where profiles were tuned to different tactics.
         self._profile_executors = self._bind_profiles()
+        # Where activations go in an execution context's arena, per executor (by id).
+        self.arena_layout = ArenaLayout.from_plan(plan.memory)
+        self._arena_places: dict[int, tuple[list, list]] = {}
+        if self.arena_layout is not None:
+            executors = [self.executor, self._graph_executor, *(e for pair in self._profile_executors for e in pair)]
+            for executor in executors:
+                self._arena_places[id(executor)] = executor.arena_places(
+                    self.arena_layout, lambda node: may_alias_inputs(node, device.type))
         # The I/O signature is read on every execute: derived from the plan once.
         self._inputs = plan.inputs
         self._outputs = plan.outputs
@@ -176,12 +185,19 @@ class Engine:
 
     @property
     def device_memory_size(self) -> Optional[int]:
-        """Bytes of the activation arena the builder planned (at the profiles' max shapes);
-        None for plans without one (built before the arena plan, or with activations whose
-        size is only known at run time). Tactics allocate through torch's caching allocator,
-        which serves this plan's peak: see tensorkiln/planner/arena.py."""
+        """Bytes of activation memory an execution context preallocates (TensorRT's device memory):
+        the arena the builder planned at the profiles' max shapes, holding the outputs of the
+        layers whose tactics write where the runtime says (planner/arena.py). Other layers'
+        outputs come from torch's caching allocator. None for a plan without an arena."""
+        if self.arena_layout is not None:
+            return self.arena_layout.size
         size = self.plan.memory.get("device_memory_size")
         return int(size) if isinstance(size, int) else None
+
+    def arena_places(self, executor: GraphExecutor) -> Optional[tuple[list, list]]:
+        """The executor's layers' places in the arena and the places their outputs may point into
+        (GraphExecutor.arena_places); None: no arena."""
+        return self._arena_places.get(id(executor))
 
     @property
     def tf32(self) -> bool:
@@ -193,10 +209,13 @@ class Engine:
         """Why this engine cannot be captured into a CUDA graph (None while nothing says so)."""
         return self._cuda_graph_failure
 
-    def create_execution_context(self, cuda_graph: bool = True) -> "ExecutionContext":
+    def create_execution_context(self, cuda_graph: bool = True,
+                                 device_memory: Optional[torch.Tensor] = None) -> "ExecutionContext":
         """`cuda_graph`: capture the engine into a CUDA graph per input shape and replay it
-        (CUDA only; the CPU backend ignores it)."""
-        return ExecutionContext(self, cuda_graph=cuda_graph)
+        (CUDA only; the CPU backend ignores it). `device_memory`: a contiguous tensor on the
+        engine's device of at least `device_memory_size` bytes for the context's activations
+        (contexts run one after another may share one); by default the context allocates its own."""
+        return ExecutionContext(self, cuda_graph=cuda_graph, device_memory=device_memory)
 
 
 Outputs = Mapping[str, Any]
@@ -212,7 +231,7 @@ class ExecutionContext:
     to the device. A context runs one inference at a time: use one context per concurrent stream.
     """
 
-    def __init__(self, engine: Engine, cuda_graph: bool = True):
+    def __init__(self, engine: Engine, cuda_graph: bool = True, device_memory: Optional[torch.Tensor] = None):
         self.engine = engine
         self._specs = engine.inputs
         self._names = engine.input_names
@@ -233,13 +252,39 @@ class ExecutionContext:
         # The context's own auxiliary streams, where the engine has layers on them.
         schedule = engine.executor.schedule
         self._streams = AuxStreams(engine.device, schedule) if self._on_cuda and schedule is not None else None
+        # The activation arena (allocated now, as TensorRT's context allocates its device memory,
+        # so a shortage shows here rather than mid-inference) and its places per executor.
+        layout = engine.arena_layout
+        if device_memory is not None and layout is None:
+            raise ConfigError("device_memory was given, but this engine has no activation arena "
+                              "(rebuild it with this version)")
+        self._arena = (ArenaMemory(layout.size, engine.device, device_memory)
+                       if layout is not None and (layout.size or device_memory is not None) else None)
+        self._bound: dict[int, BoundArena] = {}
+        self._order = CallOrder(engine.device) if self._on_cuda else None
         if cuda_graph and self._on_cuda:
             if engine._cuda_graph_failure is None:
                 engine._cuda_graph_failure = capture_blocker(engine.plan.graph)
             if engine._cuda_graph_failure is not None:
                 self.warnings.append(f"CUDA graphs are off for this engine: {engine._cuda_graph_failure}")
             else:
-                self._graphs = CudaGraphs(engine.device, self._host_positions)
+                self._graphs = CudaGraphs(engine.device, self._order, self._host_positions)
+
+    @property
+    def device_memory(self) -> Optional[torch.Tensor]:
+        """The context's activation arena (uint8, engine.device_memory_size bytes), or None."""
+        return None if self._arena is None else self._arena.memory[:self._arena.size]
+
+    def _arena_for(self, executor: GraphExecutor) -> Optional[BoundArena]:
+        if self._arena is None:
+            return None
+        bound = self._bound.get(id(executor))
+        if bound is None:
+            places = self.engine.arena_places(executor)
+            if places is None:
+                return None
+            bound = self._bound[id(executor)] = self._arena.bind(*places)
+        return bound
 
     @property
     def cuda_graph(self) -> bool:
@@ -362,10 +407,17 @@ class ExecutionContext:
         feeds = [x.to(device, non_blocking=x.is_pinned())
                  if isinstance(x, torch.Tensor) and x.device != device and s.name not in self._host_names
                  else x for s, x in zip(self._specs, feeds)]
+        executor = self.engine.executor_for(feeds)
+        # Debugging keeps every layer's output: none may share memory with another.
+        arena = self._arena_for(executor) if record is None else None
         with self._tf32():
             # Debugging and profiling run every layer on one stream, in order.
             streams = self._streams if record is None and timer is None else None
-            outs = self.engine.executor_for(feeds).run(feeds, record=record, timer=timer, streams=streams)
+            if self._order is not None:
+                self._order.wait_for_previous()
+            outs = executor.run(feeds, record=record, timer=timer, streams=streams, arena=arena)
+            if self._order is not None:
+                self._order.finished()
         if record is not None:
             for name in list(record):
                 record[name] = to_user_value(record[name], as_numpy)
@@ -397,9 +449,7 @@ class ExecutionContext:
         """The result of replaying the graph of `key` on these feeds, or None when the capture
         failed (the caller then runs eagerly)."""
         try:
-            outs = graphs.run(key, feeds,
-                              lambda xs: self.engine.executor_for(xs, graph=True).run(xs, streams=self._streams),
-                              self._tf32)
+            outs = graphs.run(key, feeds, self._run_for_capture, self._tf32)
         except Exception as exc:  # noqa: BLE001 - any capture failure means: run eagerly from now on
             reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             self.engine._cuda_graph_failure = f"capture failed ({reason})"
@@ -410,6 +460,10 @@ class ExecutionContext:
             return self._deliver(outs, as_numpy, outputs, fresh=False)
         finally:
             graphs.finished()
+
+    def _run_for_capture(self, feeds: Sequence[Any]) -> list[Any]:
+        executor = self.engine.executor_for(feeds, graph=True)
+        return executor.run(feeds, streams=self._streams, arena=self._arena_for(executor))
 
     def _deliver(self, outs: list[Any], as_numpy: bool, outputs: Optional[Outputs], fresh: bool) -> dict[str, Any]:
         """The result dict. `fresh`: the tensors belong to this call, from the eager executor.

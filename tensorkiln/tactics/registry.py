@@ -45,6 +45,13 @@ class Tactic:
     # Scratch memory the tactic needs beyond its output: bytes, or a function of (node,
     # inputs); --memPoolSize=workspace:N excludes tactics that need more.
     workspace_bytes: Optional[Union[int, Callable[[Node, list], int]]] = field(default=None, compare=False)
+    # True when the tactic writes every output into the tensor RunContext.output gives it (rather
+    # than allocating its own): the builder then plans those outputs into the activation arena.
+    arena_outputs: bool = field(default=False, compare=False)
+    # True when no output is ever (a view of) an input: the arena plan need not keep a layer's
+    # inputs alive for as long as its outputs (arena_outputs implies it). Torch's reference ops
+    # often return views (Transpose, Split, Slice, a no-op Cast).
+    fresh_outputs: bool = field(default=False, compare=False)
 
     @property
     def key(self) -> str:

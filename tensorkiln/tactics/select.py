@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..ir import Node
-from .registry import candidates
+from .registry import candidates, find_tactic
 
 
 @dataclass(frozen=True)
@@ -43,3 +43,21 @@ def profile_tactic(node: Node, profile: int) -> Any:
     checks it names a tactic."""
     per_profile = node.meta.get("profile_tactics")
     return node.meta.get("tactic") if per_profile is None else per_profile[profile]
+
+
+def _chosen(node: Node, backend: str) -> list[Any]:
+    names = node.meta.get("profile_tactics") or [node.meta.get("tactic")]
+    return [find_tactic(backend, node.op_type, node.domain, name) if isinstance(name, str) else None
+            for name in names]
+
+
+def writes_arena(node: Node, backend: str) -> bool:
+    """Whether every tactic chosen for the layer (at every profile) takes its outputs from the
+    runtime's activation arena (Tactic.arena_outputs), so the builder may plan them there."""
+    return all(t is not None and t.arena_outputs for t in _chosen(node, backend))
+
+
+def may_alias_inputs(node: Node, backend: str) -> bool:
+    """Whether an output of the layer may be (a view of) one of its inputs: some tactic chosen for
+    it does not promise fresh outputs (Tactic.fresh_outputs), as torch's reference ops do not."""
+    return not all(t is not None and (t.fresh_outputs or t.arena_outputs) for t in _chosen(node, backend))

@@ -4,7 +4,7 @@ and whether Triton can be imported (without importing it: CPU installs lack it).
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -106,10 +106,29 @@ def optional_input(inputs: list[Optional[Any]], i: int) -> Optional[Any]:
     return inputs[i] if i < len(inputs) else None
 
 
+# Where a helper that works out the output's shape itself puts the layer's output 0: (shape, dtype) -> a
+# row-major tensor.
+OutputFn = Callable[[Sequence[int], torch.dtype], torch.Tensor]
+
+
+def first_output(ctx: Any) -> OutputFn:
+    """The layer's output 0 from `ctx` (RunContext.output: its place in the activation arena, if planned)."""
+    return lambda shape, dtype: ctx.output(0, shape, dtype)
+
+
+def fresh_output(device: torch.device) -> OutputFn:
+    """A newly allocated tensor: for a temporary, or for a path that cannot write into the arena."""
+    return lambda shape, dtype: torch.empty(tuple(shape), dtype=dtype, device=device)
+
+
 def register(name: str, op_type: str, run: Any, supports: Callable[[Node], Optional[str]], domain: str = "",
-             source: str = "torch", workspace_bytes: Optional[Callable[[Node, list], int]] = None) -> Tactic:
+             source: str = "torch", workspace_bytes: Optional[Callable[[Node, list], int]] = None,
+             arena_outputs: bool = False, fresh_outputs: bool = False) -> Tactic:
     """Register a CUDA tactic; `source` names the library its kernels come from (cudnn, cublas, triton,
     torch), which trtexec-style --tacticSources filters on; `workspace_bytes` (node, inputs) -> bytes of
-    scratch memory it needs, which --memPoolSize=workspace:N limits."""
+    scratch memory it needs, which --memPoolSize=workspace:N limits; `arena_outputs`: it writes its
+    outputs into the tensors `ctx.output` gives (the activation arena); `fresh_outputs`: its outputs
+    never alias its inputs (see registry.Tactic)."""
     return register_tactic(Tactic(name, op_type, "cuda", run, domain, supports, source=source,
-                                  workspace_bytes=workspace_bytes))
+                                  workspace_bytes=workspace_bytes, arena_outputs=arena_outputs,
+                                  fresh_outputs=fresh_outputs or arena_outputs))

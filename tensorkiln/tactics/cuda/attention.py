@@ -221,10 +221,12 @@ class Math:
                 if m is not None:
                     # A mask broadcast over some batch dims (BERT's [B, 1, 1, L]): added in place, never expanded.
                     scores.view(full).add_(m)
+            y = ctx.output(0, tuple(batch) + (s, v.shape[-1]), scores.dtype)
             # torch's half softmax accumulates in fp32 and rounds once: the reference's fp32 softmax + cast.
-            y = torch.bmm(torch.softmax(scores, dim=-1), v3)
-            return y.reshape(tuple(batch) + (s, v.shape[-1]))
-        # Batch dims that broadcast, or a mask that widens the scores: the chain as written.
+            torch.bmm(torch.softmax(scores, dim=-1), v3, out=y.view(q3.shape[0], s, v.shape[-1]))
+            return y
+        # Batch dims that broadcast, or a mask that widens the scores: the chain as written (rare: torch.matmul
+        # on N-D operands may copy into an out=, so its own result is the output).
         scores = torch.matmul(q, k.transpose(-1, -2)).mul_(scale)
         if mask is not None:
             scores = scores + mask.to(q.dtype)
@@ -232,9 +234,12 @@ class Math:
 
 
 def _register() -> None:
+    # The fused kernels' aten operators allocate their outputs (they have no out= form); "math" writes its last
+    # product into the output it is given.
     for name, impl, source in (("flash", Flash(), "torch"), ("mem_efficient", MemEfficient(), "torch"),
                                ("cudnn", Cudnn(), "cudnn"), ("math", Math(), "torch")):
-        register(name, "ScaledDotProductAttention", impl.run, impl.supports, domain="tensorkiln", source=source)
+        register(name, "ScaledDotProductAttention", impl.run, impl.supports, domain="tensorkiln", source=source,
+                 arena_outputs=name == "math", fresh_outputs=True)
 
 
 _register()

@@ -209,12 +209,13 @@ def _register() -> None:
     for layout in ("nchw", "nhwc"):
         name = f"cudnn_{layout}"
         conv = CudnnConv(layout)
-        register(name, "Conv", conv.run, conv.supports, source="cudnn")
-        register(name, "FusedConv", conv.run, conv.supports, domain="tensorkiln", source="cudnn")
+        register(name, "Conv", conv.run, conv.supports, source="cudnn", fresh_outputs=True)
+        register(name, "FusedConv", conv.run, conv.supports, domain="tensorkiln", source="cudnn", fresh_outputs=True)
         transpose = CudnnConvTranspose(layout)
-        register(name, "ConvTranspose", transpose.run, transpose.supports, source="cudnn")
+        register(name, "ConvTranspose", transpose.run, transpose.supports, source="cudnn", fresh_outputs=True)
     fused = CudnnFusedReluConv()
-    register("cudnn_fused_relu", "FusedConv", fused.run, fused.supports, domain="tensorkiln", source="cudnn")
+    register("cudnn_fused_relu", "FusedConv", fused.run, fused.supports, domain="tensorkiln", source="cudnn",
+             fresh_outputs=True)
 
 
 _register()

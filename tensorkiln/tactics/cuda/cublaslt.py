@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 
 from ...ir import Node
-from ._common import (DerivedTensors, HALF_FLOATS, as_dtype, dtype_reason, input_dtype, input_shape,
-                      optional_input, register, tf32_allowed)
+from ._common import (DerivedTensors, HALF_FLOATS, OutputFn, as_dtype, dtype_reason, fresh_output, input_dtype,
+                      input_shape, optional_input, register, tf32_allowed)
 from .cublaslt_api import (COMPUTE_32F, COMPUTE_32F_FAST_TF32, CublasLtError, EPILOGUE_BIAS_FLAG, EPILOGUE_DEFAULT,
                            EPILOGUE_GELU, EPILOGUE_RELU, MAX_ALGORITHMS, Plan, Problem, alignment_of)
 from .gemm import Cublas
@@ -139,13 +139,15 @@ class CublasLtAlgorithm:
         return _supports(node, self.transposed)
 
     def run_matmul(self, ctx: Any, inputs: list[Optional[torch.Tensor]], attrs: dict[str, Any]) -> torch.Tensor:
-        y = self.product(inputs[0], inputs[1], False, None, None, "", 1.0)
-        return y if y is not None else _FALLBACK.run_matmul(ctx, inputs, attrs)
+        out = _OutputOnce(ctx)
+        y = self.product(inputs[0], inputs[1], False, None, None, "", 1.0, out)
+        return y if y is not None else _FALLBACK.matmul(inputs, out)
 
     def run_fused(self, ctx: Any, inputs: list[Optional[torch.Tensor]], attrs: dict[str, Any]) -> torch.Tensor:
+        out = _OutputOnce(ctx)
         y = self.product(inputs[0], inputs[1], bool(attrs.get("transB")), optional_input(inputs, 2),
-                         optional_input(inputs, 3), attrs.get("activation", ""), float(attrs.get("alpha", 1.0)))
-        return y if y is not None else _FALLBACK.run_fused(ctx, inputs, attrs)
+                         optional_input(inputs, 3), attrs.get("activation", ""), float(attrs.get("alpha", 1.0)), out)
+        return y if y is not None else _FALLBACK.fused(inputs, attrs, out)
 
     def workspace(self, node: Node, inputs: list[Any]) -> int:
         """Bytes of workspace the rank's algorithm needs for these inputs (--memPoolSize=workspace:N)."""
@@ -158,9 +160,11 @@ class CublasLtAlgorithm:
         return call.plan.algorithms[call.rank].workspace_size if call is not None else 0
 
     def product(self, a: torch.Tensor, w: torch.Tensor, trans_b: bool, bias: Optional[torch.Tensor],
-                residual: Optional[torch.Tensor], activation: str, alpha: float) -> Optional[torch.Tensor]:
-        """epilogue(alpha * a @ w' + bias (+ residual)) through cuBLASLt, or None where it does not apply."""
-        call = self._prepare(a, w, trans_b, bias, residual, activation, alpha)
+                residual: Optional[torch.Tensor], activation: str, alpha: float,
+                out: Optional[OutputFn] = None) -> Optional[torch.Tensor]:
+        """epilogue(alpha * a @ w' + bias (+ residual)) through cuBLASLt into a tensor from `out` (a new one
+        without), or None where it does not apply."""
+        call = self._prepare(a, w, trans_b, bias, residual, activation, alpha, out)
         if call is None:
             return None
         call.plan.run(call.rank, call.out, call.x, call.weight, call.bias, call.residual, alpha)
@@ -175,7 +179,8 @@ class CublasLtAlgorithm:
         return w, trans_b
 
     def _prepare(self, a: torch.Tensor, w: torch.Tensor, trans_b: bool, bias: Optional[torch.Tensor],
-                 residual: Optional[torch.Tensor], activation: str, alpha: float) -> Optional[_Call]:
+                 residual: Optional[torch.Tensor], activation: str, alpha: float,
+                 out_fn: Optional[OutputFn] = None) -> Optional[_Call]:
         if not (isinstance(a, torch.Tensor) and a.is_cuda and a.dtype in _DTYPES and w.dim() == 2):
             return None
         w = as_dtype(_WEIGHTS, w, a.dtype)
@@ -204,7 +209,8 @@ class CublasLtAlgorithm:
             residual = residual.to(a.dtype).reshape(m, n)
             if not residual.is_contiguous():
                 residual = residual.contiguous()
-        out = torch.empty((m, n), dtype=a.dtype, device=a.device)
+        # Taken before the plan: the heuristic is asked for algorithms that suit its address's alignment.
+        out = (out_fn or fresh_output(a.device))((m, n), a.dtype)
         epilogue = (_EPILOGUES[activation] | (EPILOGUE_BIAS_FLAG if bias is not None else 0)) or EPILOGUE_DEFAULT
         compute = COMPUTE_32F_FAST_TF32 if a.dtype == torch.float32 and tf32_allowed() else COMPUTE_32F
         device_index = a.device.index if a.device.index is not None else torch.cuda.current_device()
@@ -216,14 +222,33 @@ class CublasLtAlgorithm:
         return _Call(plan, min(self.rank, len(plan.algorithms) - 1), out, x, weight, bias, residual, lead + (n,))
 
 
+class _OutputOnce:
+    """Output 0 from `ctx`, asked of it once per call: where cuBLASLt has no algorithm for the problem after
+    all (found once the output's address is known), torch's call writes into the tensor already taken."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.taken: Optional[torch.Tensor] = None
+
+    def __call__(self, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+        taken = self.taken
+        if taken is None:
+            self.taken = self.ctx.output(0, shape, dtype)
+            return self.taken
+        if tuple(taken.shape) == tuple(shape) and taken.dtype == dtype:
+            return taken
+        return torch.empty(tuple(shape), dtype=dtype, device=taken.device)
+
+
 def _register() -> None:
     for transposed in (False, True):
         for rank in range(MAX_ALGORITHMS):
             impl = CublasLtAlgorithm(rank, transposed)
             name = f"cublaslt_{'nt_' if transposed else ''}r{rank}"
-            register(name, "MatMul", impl.run_matmul, impl.supports, source="cublaslt", workspace_bytes=impl.workspace)
+            register(name, "MatMul", impl.run_matmul, impl.supports, source="cublaslt", workspace_bytes=impl.workspace,
+                     arena_outputs=True)
             register(name, "FusedMatMul", impl.run_fused, impl.supports, domain="tensorkiln", source="cublaslt",
-                     workspace_bytes=impl.workspace)
+                     workspace_bytes=impl.workspace, arena_outputs=True)
 
 
 _register()

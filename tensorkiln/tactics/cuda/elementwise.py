@@ -28,6 +28,8 @@ from .chain_codegen import (TRITON_DTYPES, OperandIndex, aligned, classify, cons
 
 _BLOCK = 1024
 _WARPS = 4
+# The memory format of an output written in a dim order chain_codegen.memory_order gives (other than row-major).
+_FORMATS = {(0, 2, 3, 1): torch.channels_last, (0, 2, 3, 4, 1): torch.channels_last_3d}
 
 
 class _Program:
@@ -49,7 +51,7 @@ class _Launch:
         self.kernel = kernel
         self.out_shape = out_shape
         self.order = order
-        self.inverse = tuple(sorted(range(len(order)), key=lambda d: order[d]))
+        self.memory_format = torch.contiguous_format if order == tuple(range(len(order))) else _FORMATS[order]
         self.dtype = dtype
         self.copies = copies
         self.indices = indices
@@ -155,25 +157,26 @@ class TritonChain:
         else:
             launch = self._launches[signature] = self._plan(info, tensors, in_dtypes)
         if launch is None:
-            # An operand pattern the kernel does not index (symbolic shapes at build time).
+            # An operand pattern the kernel does not index (symbolic shapes at build time): rare, and the
+            # reference's output is its own tensor, not the arena's.
             return get_op(CHAIN_OP, CHAIN_DOMAIN).reference(ctx, inputs, attrs)
         rank = len(launch.out_shape)
-        permuted_shape = tuple(launch.out_shape[d] for d in launch.order)
-        out = torch.empty(permuted_shape, dtype=launch.dtype, device=next(iter(tensors.values())).device)
+        y = ctx.output(0, launch.out_shape, launch.dtype, launch.memory_format)
         if launch.numel == 0:
-            return out.permute(*launch.inverse)
-        args: list[Any] = [out]
+            return y
+        # The kernel writes element i of the output in its memory order at offset i: row-major in that order.
+        args: list[Any] = [y.permute(*launch.order)]
         for i in sorted(tensors):
             view = aligned(tensors[i], rank, launch.order)
             args.append(view.contiguous() if launch.copies[i] else view)
             args.extend(launch.indices[i].args())
         launch.kernel[launch.grid](*args, launch.numel, BLOCK=_BLOCK, num_warps=_WARPS)
-        return out.permute(*launch.inverse)
+        return y
 
 
 def _register() -> None:
     chain = TritonChain()
-    register("triton", CHAIN_OP, chain.run, chain.supports, domain=CHAIN_DOMAIN, source="triton")
+    register("triton", CHAIN_OP, chain.run, chain.supports, domain=CHAIN_DOMAIN, source="triton", arena_outputs=True)
 
 
 _register()

@@ -77,11 +77,12 @@ class TritonEmbedLayerNorm:
         n = int(table0.shape[1])
         shape = tuple(ids0.shape) + (n,)
         if dense is not None and row_broadcast_reason(shape, tuple(dense.shape), len(shape) - 1) is not None:
-            # Shapes that were symbolic at build time came out in another form.
+            # Shapes that were symbolic at build time came out in another form (rare: the reference's outputs
+            # are its own tensors, not the arena's).
             return get_op(OP_TYPE, DOMAIN).reference(ctx, inputs, attrs)
-        y = torch.empty(shape, dtype=table0.dtype, device=table0.device)
+        y = ctx.output(0, shape, table0.dtype)
         store_sum = attrs.get("sum_output") is None or bool(attrs.get("sum_output"))
-        total = torch.empty_like(y) if store_sum else y  # y stands in for the unused pointer
+        total = ctx.output(1, shape, table0.dtype) if store_sum else y  # y stands in for the unused pointer
         rows = math.prod(shape[:-1])
         if rows and n:
             if self._kernel is None:
@@ -113,7 +114,7 @@ def _launch(rows: int, n: int, device: torch.device) -> tuple[tuple[int], dict[s
 
 def _register() -> None:
     tactic = TritonEmbedLayerNorm()
-    register("triton", OP_TYPE, tactic.run, tactic.supports, domain=DOMAIN, source="triton")
+    register("triton", OP_TYPE, tactic.run, tactic.supports, domain=DOMAIN, source="triton", arena_outputs=True)
 
 
 _register()

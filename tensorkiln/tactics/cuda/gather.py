@@ -74,7 +74,7 @@ class TritonGather:
         data, idx = inputs[0].contiguous(), inputs[1].contiguous()
         rows = data.shape[0]
         width = math.prod(data.shape[1:])
-        out = torch.empty(tuple(idx.shape) + tuple(data.shape[1:]), dtype=data.dtype, device=data.device)
+        out = ctx.output(0, tuple(idx.shape) + tuple(data.shape[1:]), data.dtype)
         n_idx = idx.numel()
         if n_idx and width:
             block_w = min(next_power_of_2(width), _MAX_BLOCK_W)
@@ -135,7 +135,7 @@ class ConstantIndexGather:
 
 def _register() -> None:
     impl = TritonGather()
-    register("triton", "Gather", impl.run, _supports, source="triton")
+    register("triton", "Gather", impl.run, _supports, source="triton", arena_outputs=True)
     constant = ConstantIndexGather()
     register("constant_indices", "Gather", constant.run, _constant_supports)
 

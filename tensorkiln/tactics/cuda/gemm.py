@@ -6,6 +6,9 @@ What they do beyond the references:
 - FusedMatMul with Relu or GeluTanh and a 1-D bias: bias and activation both run in the
   cuBLASLt epilogue (torch._addmm_activation); other activations run in place on the
   fresh product.
+- The product goes straight into the layer's output (RunContext.output: its place in the
+  activation arena) through the out= forms of mm, addmm, bmm and baddbmm. An activation
+  that returns a new tensor (Gelu, Softplus, ...) makes that its output instead.
 - N-D x 2-D products (the transformer case) are one [rows, K] x [K, N] GEMM; N-D x N-D with
   equal batch dims one batched GEMM (baddbmm when there is a bias).
 - Weights and biases of another dtype are converted once and cached, not on every call.
@@ -15,14 +18,15 @@ What they do beyond the references:
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional
 
 import torch
 
 from ...ir import Node
-from ...ops.fused_conv import apply_epilogue
-from ._common import (DerivedTensors, HALF_FLOATS, as_dtype, dtype_reason, input_dtype, input_shape, optional_input,
-                      register)
+from ...ops.fused_conv import EPILOGUE_ACTIVATIONS, apply_epilogue
+from ._common import (DerivedTensors, HALF_FLOATS, OutputFn, as_dtype, dtype_reason, first_output, fresh_output,
+                      input_dtype, input_shape, optional_input, register)
 
 # Activations cuBLASLt's epilogue computes (with the bias) -> use_gelu of torch._addmm_activation.
 _LT_EPILOGUE = {"Relu": False, "GeluTanh": True}
@@ -75,38 +79,50 @@ class Cublas:
                     "this tactic adds the cuBLASLt Relu/GeluTanh epilogue, baddbmm and cached weight conversions")
         return None
 
+    def lt_epilogue(self, a: torch.Tensor, b: torch.Tensor, bias: Optional[torch.Tensor], alpha: float,
+                    beta: float, activation: str) -> bool:
+        """Whether `product` runs `activation` in cuBLASLt's epilogue, with the bias (one value per column)."""
+        # On the CPU torch's _addmm_activation computes erf GELU; cuBLASLt's epilogue is the tanh form.
+        return (activation in _LT_EPILOGUE and self.has_addmm_activation and a.is_cuda and bias is not None
+                and b.dim() == 2 and _row_bias(bias, b.shape[-1]) and bias.numel() == b.shape[-1]
+                and alpha == 1.0 and beta == 1.0)
+
     def product(self, a: torch.Tensor, b: torch.Tensor, bias: Optional[torch.Tensor], alpha: float, beta: float,
-                activation: str) -> tuple[torch.Tensor, bool]:
-        """alpha * a @ b + beta * bias as a fresh tensor, and whether `activation` was applied too."""
-        b = as_dtype(self.weights, b, a.dtype)
+                activation: str, out: OutputFn) -> tuple[torch.Tensor, bool]:
+        """alpha * a @ b + beta * bias, written into a tensor from `out` (or, on the rare torch.matmul path, a
+        fresh one), and whether `activation` was applied too."""
         if bias is not None and beta == 0.0:
             bias = None  # as Gemm: beta 0 ignores C
+        lt = self.lt_epilogue(a, b, bias, alpha, beta, activation)
+        b = as_dtype(self.weights, b, a.dtype)
         bias = as_dtype(self.weights, bias, a.dtype)
         n = b.shape[-1]
         if b.dim() == 2 and (bias is None or _row_bias(bias, n)):
             lead = a.shape[:-1]
             flat = a.reshape(-1, a.shape[-1])
+            # mm/addmm/_addmm_activation write a contiguous `out` of the product's shape and dtype in place.
+            y = out((flat.shape[0], n), a.dtype)
             if bias is None:
-                y = torch.mm(flat, b)
+                torch.mm(flat, b, out=y)
                 if alpha != 1.0:
                     y.mul_(alpha)
                 return y.view(*lead, n), False
             row = bias.reshape(-1)
-            # On the CPU torch's _addmm_activation computes erf GELU; cuBLASLt's epilogue is the tanh form.
-            if (activation in _LT_EPILOGUE and self.has_addmm_activation and a.is_cuda and row.numel() == n
-                    and alpha == 1.0 and beta == 1.0):
-                y = torch._addmm_activation(row, flat, b, use_gelu=_LT_EPILOGUE[activation])
+            if lt:
+                torch._addmm_activation(row, flat, b, use_gelu=_LT_EPILOGUE[activation], out=y)
                 return y.view(*lead, n), True
-            y = torch.addmm(row, flat, b, beta=beta, alpha=alpha)
+            torch.addmm(row, flat, b, beta=beta, alpha=alpha, out=y)
             return y.view(*lead, n), False
         if a.dim() == 3 and b.dim() == 3 and a.shape[0] == b.shape[0]:
+            out_shape = (a.shape[0], a.shape[1], n)
             if bias is not None:
-                out_shape = (a.shape[0], a.shape[1], n)
                 if bias.dim() <= 3 and tuple(torch.broadcast_shapes(bias.shape, out_shape)) == out_shape:
-                    return torch.baddbmm(bias, a, b, beta=beta, alpha=alpha), False
+                    return torch.baddbmm(bias, a, b, beta=beta, alpha=alpha, out=out(out_shape, a.dtype)), False
             else:
-                y = torch.bmm(a, b)
+                y = torch.bmm(a, b, out=out(out_shape, a.dtype))
                 return (y.mul_(alpha) if alpha != 1.0 else y), False
+        # Batch dims that broadcast, 4-D+ products, a bias that is not a row (rare for these tactics, whose
+        # supports() mostly take 2-D weights): torch.matmul's out= may copy, so its own result is the output.
         y = torch.matmul(a, b)
         if alpha != 1.0:
             y.mul_(alpha)
@@ -116,7 +132,10 @@ class Cublas:
         return y, False
 
     def run_matmul(self, ctx: Any, inputs: list[Optional[torch.Tensor]], attrs: dict[str, Any]) -> torch.Tensor:
-        return self.product(inputs[0], inputs[1], None, 1.0, 1.0, "")[0]
+        return self.matmul(inputs, first_output(ctx))
+
+    def matmul(self, inputs: list[Optional[torch.Tensor]], out: OutputFn) -> torch.Tensor:
+        return self.product(inputs[0], inputs[1], None, 1.0, 1.0, "", out)[0]
 
     def run_gemm(self, ctx: Any, inputs: list[Optional[torch.Tensor]], attrs: dict[str, Any]) -> torch.Tensor:
         a, b = inputs[0], inputs[1]
@@ -129,10 +148,13 @@ class Cublas:
         if c is not None and beta != 0.0 and not _row_bias(c, b.shape[1]):
             # A [M, N] or [M, 1] C: addmm broadcasts any C into the product's shape.
             return torch.addmm(as_dtype(self.weights, c, a.dtype), a, as_dtype(self.weights, b, a.dtype),
-                               beta=beta, alpha=alpha)
-        return self.product(a, b, c, alpha, beta, "")[0]
+                               beta=beta, alpha=alpha, out=ctx.output(0, (a.shape[0], b.shape[1]), a.dtype))
+        return self.product(a, b, c, alpha, beta, "", first_output(ctx))[0]
 
     def run_fused(self, ctx: Any, inputs: list[Optional[torch.Tensor]], attrs: dict[str, Any]) -> torch.Tensor:
+        return self.fused(inputs, attrs, first_output(ctx))
+
+    def fused(self, inputs: list[Optional[torch.Tensor]], attrs: dict[str, Any], out: OutputFn) -> torch.Tensor:
         a, b = inputs[0], inputs[1]
         if attrs.get("transA"):
             a = a.transpose(-1, -2)
@@ -142,13 +164,26 @@ class Cublas:
         residual = optional_input(inputs, 3)
         activation = attrs.get("activation", "")
         after = bool(attrs.get("residual_after_activation", 0))
+        alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
         # The Lt epilogue computes act(a @ b + bias): a residual must come after the activation.
-        lt_ok = residual is None or after
-        y, activated = self.product(a, b, bias, float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0)),
-                                    activation if lt_ok else "")
+        lt_activation = activation if residual is None or after else ""
+        if not (self.lt_epilogue(a, b, bias, alpha, beta, lt_activation) or _overwrites(activation)):
+            # The activation returns a new tensor (Gelu, Softplus, ...): that is the layer's output, and the
+            # product a temporary, which must not take the output's place.
+            out = fresh_output(a.device)
+        y, activated = self.product(a, b, bias, alpha, beta, lt_activation, out)
         if activated:
             return y if residual is None else y.add_(residual.to(y.dtype))
         return apply_epilogue(y, residual, attrs)
+
+
+@functools.lru_cache(maxsize=None)
+def _overwrites(activation: str) -> bool:
+    """Whether apply_epilogue's function for `activation` overwrites the product (most do) rather than
+    returning a new tensor: tried once per name on a small tensor, so the table stays the one source."""
+    names, fn = EPILOGUE_ACTIVATIONS[activation]
+    probe = torch.ones(2)
+    return fn(probe, [1.0] * len(names)).data_ptr() == probe.data_ptr()
 
 
 class CublasTransposedWeight(Cublas):
@@ -231,16 +266,18 @@ class CublasTanhGelu(CublasTransposedWeight):
 
 def _register() -> None:
     cublas = Cublas()
-    register("cublas", "MatMul", cublas.run_matmul, cublas.supports_matmul, source="cublas")
-    register("cublas", "Gemm", cublas.run_gemm, cublas.supports, source="cublas")
-    register("cublas", "FusedMatMul", cublas.run_fused, cublas.supports_fused, domain="tensorkiln", source="cublas")
+    register("cublas", "MatMul", cublas.run_matmul, cublas.supports_matmul, source="cublas", arena_outputs=True)
+    register("cublas", "Gemm", cublas.run_gemm, cublas.supports, source="cublas", arena_outputs=True)
+    register("cublas", "FusedMatMul", cublas.run_fused, cublas.supports_fused, domain="tensorkiln", source="cublas",
+             arena_outputs=True)
     nt = CublasTransposedWeight()
-    register("cublas_nt", "MatMul", nt.run_matmul, nt.supports_weight, source="cublas")
-    register("cublas_nt", "Gemm", nt.run_gemm, nt.supports_weight, source="cublas")
-    register("cublas_nt", "FusedMatMul", nt.run_fused, nt.supports_weight, domain="tensorkiln", source="cublas")
+    register("cublas_nt", "MatMul", nt.run_matmul, nt.supports_weight, source="cublas", arena_outputs=True)
+    register("cublas_nt", "Gemm", nt.run_gemm, nt.supports_weight, source="cublas", arena_outputs=True)
+    register("cublas_nt", "FusedMatMul", nt.run_fused, nt.supports_weight, domain="tensorkiln", source="cublas",
+             arena_outputs=True)
     tanh_gelu = CublasTanhGelu()
     register("cublaslt_gelu_tanh", "FusedMatMul", tanh_gelu.run_fused, tanh_gelu.supports_tanh_gelu,
-             domain="tensorkiln", source="cublaslt")
+             domain="tensorkiln", source="cublaslt", arena_outputs=True)
 
 
 _register()

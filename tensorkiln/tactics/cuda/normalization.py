@@ -82,9 +82,9 @@ class SoftmaxFused:
 
 def _register() -> None:
     ln = LayerNormFused()
-    register("torch_fused", "LayerNormalization", ln.run, ln.supports, source="torch")
+    register("torch_fused", "LayerNormalization", ln.run, ln.supports, source="torch", fresh_outputs=True)
     sm = SoftmaxFused()
-    register("torch_fused", "Softmax", sm.run, sm.supports, source="torch")
+    register("torch_fused", "Softmax", sm.run, sm.supports, source="torch", fresh_outputs=True)
 
 
 _register()

@@ -61,7 +61,7 @@ class TritonMaxPool:
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         if not channels_last and not x.is_contiguous():
             x = x.contiguous()
-        y = torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device, memory_format=fmt)
+        y = ctx.output(0, (n, c, oh, ow), x.dtype, fmt)
         pixels = n * oh * ow
         if y.numel() == 0:
             return y
@@ -76,7 +76,7 @@ class TritonMaxPool:
 
 def _register() -> None:
     pool = TritonMaxPool()
-    register("triton", "MaxPool", pool.run, _supports, source="triton")
+    register("triton", "MaxPool", pool.run, _supports, source="triton", arena_outputs=True)
 
 
 _register()

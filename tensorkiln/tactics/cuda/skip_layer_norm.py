@@ -105,15 +105,16 @@ class TritonSkipLayerNorm:
         x, skip, gamma, beta = inputs[0], inputs[1], inputs[2], optional_input(inputs, 3)
         axis = normalize_axis(int(attrs.get("axis", -1)), x.dim())
         if row_broadcast_reason(tuple(x.shape), tuple(skip.shape), axis) is not None:
-            # Shapes that were symbolic at build time came out in another form.
+            # Shapes that were symbolic at build time came out in another form (rare: the reference's outputs
+            # are its own tensors, not the arena's).
             return get_op(OP_TYPE, DOMAIN).reference(ctx, inputs, attrs)
         normalized = tuple(x.shape[axis:])
         n = math.prod(normalized)
         rows = x.numel() // n if n else 0
         x, skip = x.contiguous(), skip.contiguous()
-        y = torch.empty_like(x)
+        y = ctx.output(0, x.shape, x.dtype)
         store_sum = attrs.get("sum_output") is None or bool(attrs.get("sum_output"))
-        total = torch.empty_like(x) if store_sum else y  # y stands in for the unused pointer
+        total = ctx.output(1, x.shape, x.dtype) if store_sum else y  # y stands in for the unused pointer
         if rows and n:
             if self._kernel is None:
                 from .layer_norm_kernels import skip_layer_norm_kernel
@@ -132,7 +133,7 @@ class TritonSkipLayerNorm:
 
 def _register() -> None:
     tactic = TritonSkipLayerNorm()
-    register("triton", OP_TYPE, tactic.run, tactic.supports, domain=DOMAIN, source="triton")
+    register("triton", OP_TYPE, tactic.run, tactic.supports, domain=DOMAIN, source="triton", arena_outputs=True)
 
 
 _register()

@@ -31,8 +31,9 @@ from typing import Any, Optional
 import torch
 
 from ...ir import DType, Node
-from ._common import (FAST_FLOATS, HALF_FLOATS, dtype_reason, input_dtype, input_shape, multiprocessor_count,
-                      next_power_of_2, register, shared_memory_per_block, tf32_allowed, triton_missing)
+from ._common import (FAST_FLOATS, HALF_FLOATS, OutputFn, dtype_reason, first_output, fresh_output, input_dtype,
+                      input_shape, multiprocessor_count, next_power_of_2, register, shared_memory_per_block,
+                      tf32_allowed, triton_missing)
 from .attention import _fused_operands, _mask_4d, _mask_reason, _same_batch
 
 # name -> (BLOCK_M query rows, BLOCK_N keys per step, warps, pipeline stages). Measured on an H200
@@ -89,21 +90,23 @@ def _supports_float32_too(node: Node) -> Optional[str]:
     return _supports(node, FAST_FLOATS)
 
 
-def _empty_in_order_of(like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """An empty 4-D tensor of `shape` laid out in `like`'s memory order (last dim innermost):
-    [B, H, S, D] views of a [B, S, H, D] buffer get a [B, S, H, D] buffer too."""
+def _in_order_of(like: torch.Tensor, shape: tuple[int, ...], output: OutputFn) -> torch.Tensor:
+    """A 4-D tensor of `shape` laid out in `like`'s memory order (last dim innermost), a view of the
+    row-major buffer `output` gives: [B, H, S, D] views of a [B, S, H, D] buffer get a [B, S, H, D]
+    buffer too."""
     order = sorted(range(3), key=lambda d: (-like.stride(d) if like.shape[d] > 1 else 0, d)) + [3]
-    buffer = torch.empty([shape[d] for d in order], dtype=like.dtype, device=like.device)
+    buffer = output([shape[d] for d in order], like.dtype)
     inverse = [order.index(d) for d in range(4)]
     return buffer.permute(inverse)
 
 
 def _output_and_mask(q4: torch.Tensor, k4: torch.Tensor, v4: torch.Tensor, mask: Optional[torch.Tensor],
-                     rank: int) -> tuple[torch.Tensor, Optional[torch.Tensor], tuple[int, ...]]:
-    """The output in Q's memory order, and the mask (of `rank`-D attention) broadcast to the 4-D
-    scores with its strides (zeros where there is none): a broadcast dim has stride 0."""
+                     rank: int, output: OutputFn) -> tuple[torch.Tensor, Optional[torch.Tensor], tuple[int, ...]]:
+    """The output in Q's memory order (in the buffer `output` gives), and the mask (of `rank`-D
+    attention) broadcast to the 4-D scores with its strides (zeros where there is none): a broadcast
+    dim has stride 0."""
     batch, heads, s_q = q4.shape[:3]
-    out = _empty_in_order_of(q4, (batch, heads, s_q, v4.shape[3]))
+    out = _in_order_of(q4, (batch, heads, s_q, v4.shape[3]), output)
     if mask is None:
         return out, None, (0, 0, 0, 0)
     mask = _mask_4d(mask, rank).expand(batch, heads, s_q, k4.shape[2])
@@ -122,7 +125,7 @@ class TritonAttention:
         q4, k4, v4, mask, out_shape = _fused_operands(inputs)
         batch, heads, s_q, d_qk = q4.shape
         s_k, d_v = k4.shape[2], v4.shape[3]
-        out, mask, mask_strides = _output_and_mask(q4, k4, v4, mask, inputs[0].dim())
+        out, mask, mask_strides = _output_and_mask(q4, k4, v4, mask, inputs[0].dim(), first_output(ctx))
         block_m, block_n, warps, stages = self.tile
         if out.numel() and s_k == 0:
             out.zero_()  # softmax over no keys: an empty sum (torch's kernels give zeros too)
@@ -200,7 +203,11 @@ class TmaAttention:
         if s_k > self.max_keys:
             # Shapes that were symbolic at build time came out longer than one block.
             return self._longer.run(ctx, inputs, attrs)
-        out, mask, mask_strides = _output_and_mask(q4, k4, v4, mask, inputs[0].dim())
+        out, mask, mask_strides = _output_and_mask(q4, k4, v4, mask, inputs[0].dim(), first_output(ctx))
+        if out.data_ptr() % 16:
+            # TMA stores need a 16-byte aligned base, which the arena's places lack only in caller-given memory
+            # at such an address: this call then takes a tensor of its own.
+            out = _in_order_of(q4, tuple(out.shape), fresh_output(q4.device))
         if out.numel() and s_k == 0:
             out.zero_()  # softmax over no keys: an empty sum (torch's kernels give zeros too)
             return out if out.dim() == len(out_shape) else out.reshape(out_shape)
@@ -231,11 +238,11 @@ def _register() -> None:
     for tile in TILES:
         impl = TritonAttention(tile)
         register(f"triton_{tile}", "ScaledDotProductAttention", impl.run, _supports_float32_too, domain="tensorkiln",
-                 source="triton")
+                 source="triton", arena_outputs=True)
     for tile in TMA_TILES:
         tma = TmaAttention(tile)
         register(f"triton_{tile}", "ScaledDotProductAttention", tma.run, tma.supports, domain="tensorkiln",
-                 source="triton")
+                 source="triton", arena_outputs=True)
 
 
 _register()

@@ -23,8 +23,8 @@ from typing import Any, Optional
 import torch
 
 from ...ir import Node
-from ._common import (DerivedTensors, HALF_FLOATS, as_dtype, dtype_reason, input_shape, multiprocessor_count,
-                      optional_input, register, triton_missing)
+from ._common import (DerivedTensors, HALF_FLOATS, OutputFn, as_dtype, dtype_reason, first_output, input_shape,
+                      multiprocessor_count, optional_input, register, triton_missing)
 
 # Epilogue activation name -> the kernel's activation code (gemm_kernels: NONE, RELU, GELU, ...).
 ACTIVATIONS = {"": 0, "Relu": 1, "Gelu": 2, "GeluTanh": 3, "Sigmoid": 4, "Tanh": 5, "Silu": 6}
@@ -85,9 +85,11 @@ def _supports(node: Node) -> Optional[str]:
 
 class _Operands:
     """A FusedMatMul's operands in the forms the kernels take: A as [M, K] rows, the weight as [K, N]
-    (a view), the bias as one value per output column, the residual as [M, N], and the output."""
+    (a view), the bias as one value per output column, the residual as [M, N], and the output [M, N] (from
+    `output`: the layer's output 0)."""
 
-    def __init__(self, weights: DerivedTensors, inputs: list[Optional[torch.Tensor]], attrs: dict[str, Any]) -> None:
+    def __init__(self, weights: DerivedTensors, inputs: list[Optional[torch.Tensor]], attrs: dict[str, Any],
+                 output: OutputFn) -> None:
         a, b = inputs[0], inputs[1]
         bias, residual = optional_input(inputs, 2), optional_input(inputs, 3)
         b = as_dtype(weights, b, a.dtype)
@@ -98,7 +100,7 @@ class _Operands:
         self.lead = tuple(a.shape[:-1])
         self.a = a.reshape(-1, self.k)
         self.m = self.a.shape[0]
-        self.out = torch.empty((self.m, self.n), dtype=a.dtype, device=a.device)
+        self.out = output((self.m, self.n), a.dtype)
         if bias is not None:
             bias = as_dtype(weights, bias, a.dtype).reshape(-1)
             if bias.numel() != self.n:
@@ -131,7 +133,7 @@ class TritonGemm:
         if self._kernel is None:
             from .gemm_kernels import gemm_epilogue_kernel
             self._kernel = gemm_epilogue_kernel
-        ops = _Operands(self.weights, inputs, attrs)
+        ops = _Operands(self.weights, inputs, attrs, first_output(ctx))
         m, n, k, a, b = ops.m, ops.n, ops.k, ops.a, ops.weight
         if m and n:
             bm, bn, bk, warps, stages = self.tile
@@ -170,10 +172,14 @@ class TmaGemm:
 
             from .gemm_kernels import gemm_tma_kernel
             self._kernel, self._descriptor = gemm_tma_kernel, TensorDescriptor
-        ops = _Operands(self.weights, inputs, attrs)
+        ops = _Operands(self.weights, inputs, attrs, first_output(ctx))
         m, n, k = ops.m, ops.n, ops.k
         if not (m and n):
             return ops.result()
+        if ops.out.data_ptr() % 16:
+            # TMA stores need a 16-byte aligned base, which the arena's places lack only in caller-given memory
+            # at such an address: this call then takes a tensor of its own.
+            ops.out = torch.empty_like(ops.out)
         bm, bn, bk, warps, stages = self.tile
         a = _tma_ready(ops.a)
         stored = ops.stored_weight
@@ -220,10 +226,12 @@ def _tma_supports(node: Node) -> Optional[str]:
 def _register() -> None:
     for tile in TILES:
         gemm = TritonGemm(tile)
-        register(f"triton_gemm_{tile}", "FusedMatMul", gemm.run, _supports, domain="tensorkiln", source="triton")
+        register(f"triton_gemm_{tile}", "FusedMatMul", gemm.run, _supports, domain="tensorkiln", source="triton",
+                 arena_outputs=True)
     for tile in TMA_TILES:
         tma = TmaGemm(tile)
-        register(f"triton_tma_{tile}", "FusedMatMul", tma.run, _tma_supports, domain="tensorkiln", source="triton")
+        register(f"triton_tma_{tile}", "FusedMatMul", tma.run, _tma_supports, domain="tensorkiln", source="triton",
+                 arena_outputs=True)
 
 
 _register()
