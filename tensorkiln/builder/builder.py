@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 
@@ -71,7 +71,7 @@ class Builder:
                   "peak_activation_bytes_at_opt": peak_activation_bytes(graph, compute_liveness(graph), opt_dims),
                   "weights_bytes": int(sum(v.const.nbytes for v in graph.initializers if v.const.dtype != object)),
                   **memory_summary(graph, opt_dims, _max_dims(graph, profiles), lambda dims: _sizes_at(graph, dims),
-                                   *_arena_members(graph, device.type))}
+                                   **_arena_members(graph, device.type))}
         build_info = {
             "build_seconds": round(time.perf_counter() - started, 4),
             "passes": [r.to_json() for r in reports],
@@ -85,15 +85,15 @@ class Builder:
                           ignored_inputs=tuple(n for n in declared_inputs if n not in kept))
 
 
-def _arena_members(graph: Graph, backend: str
-                   ) -> tuple[Callable[[Node], bool], frozenset[str], Callable[[Node], bool]]:
+def _arena_members(graph: Graph, backend: str) -> dict[str, Any]:
     """Which activations the arena holds: the outputs of layers whose tactics write into the
     memory the runtime hands them, except values a layer on an auxiliary stream makes or reads
     (the arena's reuse follows the layer order, which only the caller's stream keeps); and which
     layers' outputs may alias their inputs (their inputs then live as long as their outputs)."""
     on_aux = frozenset(v.name for n in graph.nodes if n.meta.get("stream", 0) != 0
                        for v in list(n.inputs) + list(n.outputs) if v is not None)
-    return (lambda node: writes_arena(node, backend)), on_aux, (lambda node: may_alias_inputs(node, backend))
+    return {"include": lambda node: writes_arena(node, backend), "exclude": on_aux,
+            "may_alias": lambda node: may_alias_inputs(node, backend)}
 
 
 def _max_dims(graph: Graph, profiles: tuple[dict[str, ProfileRange], ...]) -> dict[str, int]:

@@ -76,6 +76,9 @@ EPILOGUE_ACTIVATIONS: dict[str, tuple[tuple[str, ...], ActivationFn]] = {
     "Softsign": ((), lambda y, p: F.softsign(y)),
     "ThresholdedRelu": (("alpha",), lambda y, p: F.threshold_(y, float(p[0]), 0.0)),
 }
+# The activations above that return a new tensor rather than overwriting theirs (torch has no in-place
+# form): a GEMM tactic writing the product where the layer's output goes cannot use it for these.
+NEW_TENSOR_ACTIVATIONS = frozenset({"Gelu", "GeluTanh", "Softplus", "Softsign"})
 
 _FLOATS = (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16, DType.FLOAT64)
 

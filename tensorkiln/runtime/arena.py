@@ -4,14 +4,14 @@ The engine plan holds the arena's layout (planner/arena.py): an offset and a siz
 each activation buffer whose layer writes into memory the runtime hands it (a tactic with
 `arena_outputs`). A context allocates the block once (TensorRT's device memory: its own, or one
 the caller gives it), and before each layer runs, RunContext.places points the layer's outputs
-at their places in it (`ArenaMemory.places_for`), so activations take no allocation per call,
-and values dead by then share memory by the plan.
+at their places in it (`ArenaMemory.bind`), so activations take no allocation per call, and
+values dead by then share memory by the plan.
 
-Outputs still alias the arena in one way the plan cannot see: a layer that returns a view of
-its input (a Transpose, a Slice or a no-op Cast in torch's reference) hands on memory whose
-place the plan gives to another value once the input is dead. `BoundArena.settle` finds those
-(an output pointing into the arena outside its own place) and copies them out, so correctness
-never depends on which tactics return views.
+A layer that may return a view of its input (a Transpose, a Split or a no-op Cast in torch's
+reference) hands on its input's memory: the plan keeps that input alive as long as the view
+(planner/arena.py), so the view may point there. `BoundArena.settle` copies out any output
+pointing into the arena anywhere else (a tactic that returns a view it did not declare), so
+correctness never depends on those declarations.
 """
 
 from __future__ import annotations
@@ -71,22 +71,6 @@ class ArenaLayout:
         return result
 
 
-def _strides(shape: tuple, memory_format: torch.memory_format) -> Optional[tuple[int, ...]]:
-    if memory_format == torch.contiguous_format:
-        strides, step = [], 1
-        for d in reversed(shape):
-            strides.append(step)
-            step *= max(int(d), 1)
-        return tuple(reversed(strides))
-    if memory_format == torch.channels_last and len(shape) == 4:
-        n, c, h, w = (max(int(d), 1) for d in shape)
-        return (h * w * c, 1, w * c, c)
-    if memory_format == torch.channels_last_3d and len(shape) == 5:
-        n, c, d, h, w = (max(int(x), 1) for x in shape)
-        return (d * h * w * c, 1, h * w * c, w * c, c)
-    return None
-
-
 class ArenaMemory:
     """The block of memory one execution context runs its activations in."""
 
@@ -130,9 +114,10 @@ class ArenaMemory:
         itemsize = dtype.itemsize
         if math.prod(shape) * itemsize > nbytes or offset % itemsize:
             return None  # larger than planned (a shape outside the plan's assumptions): allocated instead
-        strides = _strides(shape, memory_format)
-        if strides is None:
-            return None
+        try:  # torch's strides for the layout, from a tensor without storage
+            strides = torch.empty(shape, dtype=dtype, device="meta", memory_format=memory_format).stride()
+        except RuntimeError:
+            return None  # a layout this rank does not have
         return self.typed(dtype).as_strided(shape, strides, offset // itemsize)
 
     def bind(self, places: Sequence[Sequence[Optional[Place]]],

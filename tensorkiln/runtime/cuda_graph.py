@@ -25,7 +25,8 @@ All graphs of one context share one memory pool, and the context's activation ar
 (runtime/arena.py: the captured kernels write at its addresses). That is safe because a
 context runs one inference at a time: each replay's outputs are copied out on the replay's
 stream right after the replay, before any other graph of the pool can run, and a call on a
-stream other than the previous call's first waits for the previous call's work (CallOrder).
+stream other than the previous call's first waits for the previous call's work (the context's
+arena.CallOrder).
 
 A capture fails when a layer needs the host in the middle of the engine (data-dependent
 output shapes such as NonZero, host-side control flow, values read back with .item()).
@@ -43,7 +44,6 @@ import torch
 
 from ..ir import Graph, TensorType
 from ..tactics.graph_capture import capture
-from .arena import CallOrder
 
 Signature = tuple
 RunFn = Callable[[Sequence[Any]], list[Any]]
@@ -132,10 +132,8 @@ def copy_out(statics: Sequence[torch.Tensor], dtypes: Sequence[Optional[torch.dt
 class CudaGraphs:
     """The captured graphs of one execution context, by input signature."""
 
-    def __init__(self, device: torch.device, order: CallOrder, host_inputs: frozenset[int] = frozenset()):
+    def __init__(self, device: torch.device, host_inputs: frozenset[int] = frozenset()):
         self.device = device
-        # The context's calls, ordered across streams (the static buffers are reused by each call).
-        self._order = order
         # Positions of the inputs read on the host: their static buffers are host tensors.
         self._host_inputs = host_inputs
         self._entries: OrderedDict[Signature, _Entry] = OrderedDict()  # least recently used first
@@ -168,9 +166,9 @@ class CudaGraphs:
             in_tf32_scope: Callable[[], Any]) -> list[Optional[torch.Tensor]]:
         """Replay the graph of `key` with `feeds` (capturing it first if needed) on the current
         stream; returns the graph's static outputs, valid until the next call. Raises what the
-        capture raised when it fails (the caller falls back to eager)."""
+        capture raised when it fails (the caller falls back to eager). The caller orders its calls
+        across streams (arena.CallOrder): the static buffers are reused by each call."""
         entry = self._entries[key]
-        self._order.wait_for_previous()
         statics = self.static_inputs(key, feeds)
         _copy_into(statics, feeds)
         if entry.graph is None:
@@ -197,10 +195,6 @@ class CudaGraphs:
         graph, entry.graph, entry.static_outputs, entry.static_inputs = entry.graph, None, [], None
         if graph is not None:
             graph.reset()  # its memory goes back to the context's pool
-
-    def finished(self) -> None:
-        """Mark the end of this call's use of the static buffers (outputs copied out)."""
-        self._order.finished()
 
     def _capture(self, entry: _Entry, statics: list[torch.Tensor], run_eagerly: RunFn,
                  in_tf32_scope: Callable[[], Any]) -> None:

@@ -297,12 +297,12 @@ class GraphExecutor:
             finally:
                 if sync is not None:
                     streams.leave(sync, step.index, args)
+            single = isinstance(out, (torch.Tensor, np.ndarray))
             if arena is not None:
-                single = isinstance(out, (torch.Tensor, np.ndarray))
                 settled = arena.settle(index, (out,) if single else out)
                 if settled is not None:
                     out = settled[0] if single else settled
-            if isinstance(out, (torch.Tensor, np.ndarray)):
+            if single:
                 slots[step.outs[0]] = out
             else:
                 for s, o in zip(step.outs, out):

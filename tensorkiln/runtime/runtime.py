@@ -268,7 +268,7 @@ class ExecutionContext:
             if engine._cuda_graph_failure is not None:
                 self.warnings.append(f"CUDA graphs are off for this engine: {engine._cuda_graph_failure}")
             else:
-                self._graphs = CudaGraphs(engine.device, self._order, self._host_positions)
+                self._graphs = CudaGraphs(engine.device, self._host_positions)
 
     @property
     def device_memory(self) -> Optional[torch.Tensor]:
@@ -448,6 +448,7 @@ class ExecutionContext:
                             outputs: Optional[Outputs]) -> Optional[dict[str, Any]]:
         """The result of replaying the graph of `key` on these feeds, or None when the capture
         failed (the caller then runs eagerly)."""
+        self._order.wait_for_previous()
         try:
             outs = graphs.run(key, feeds, self._run_for_capture, self._tf32)
         except Exception as exc:  # noqa: BLE001 - any capture failure means: run eagerly from now on
@@ -459,7 +460,7 @@ class ExecutionContext:
         try:
             return self._deliver(outs, as_numpy, outputs, fresh=False)
         finally:
-            graphs.finished()
+            self._order.finished()  # the copies out of the static outputs are enqueued
 
     def _run_for_capture(self, feeds: Sequence[Any]) -> list[Any]:
         executor = self.engine.executor_for(feeds, graph=True)

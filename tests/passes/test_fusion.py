@@ -599,3 +599,16 @@ def test_downsample_bias_stays_when_the_residual_follows_the_activation():
     assert "residual_bias_hoist" not in ctx.rewrites
     assert ("residual_bias_hoist", "main",
             "the residual is added after the activation, so its bias cannot join the conv's") in ctx.declines
+
+
+def test_new_tensor_activations_are_the_epilogues_without_an_in_place_form():
+    # GEMM tactics writing into the arena rely on this set (tactics/cuda/gemm.py): every other epilogue
+    # activation overwrites the tensor it is given.
+    from tensorkiln.ops.fused_conv import EPILOGUE_ACTIVATIONS, NEW_TENSOR_ACTIVATIONS
+
+    returns_new = set()
+    for name, (params, fn) in EPILOGUE_ACTIVATIONS.items():
+        y = torch.full((4,), 0.5)
+        if fn(y, [1.0] * len(params)).data_ptr() != y.data_ptr():
+            returns_new.add(name)
+    assert returns_new == NEW_TENSOR_ACTIVATIONS

@@ -18,13 +18,12 @@ What they do beyond the references:
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Optional
 
 import torch
 
 from ...ir import Node
-from ...ops.fused_conv import EPILOGUE_ACTIVATIONS, apply_epilogue
+from ...ops.fused_conv import NEW_TENSOR_ACTIVATIONS, apply_epilogue
 from ._common import (DerivedTensors, HALF_FLOATS, OutputFn, as_dtype, dtype_reason, first_output, fresh_output,
                       input_dtype, input_shape, optional_input, register)
 
@@ -167,7 +166,7 @@ class Cublas:
         alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
         # The Lt epilogue computes act(a @ b + bias): a residual must come after the activation.
         lt_activation = activation if residual is None or after else ""
-        if not (self.lt_epilogue(a, b, bias, alpha, beta, lt_activation) or _overwrites(activation)):
+        if activation in NEW_TENSOR_ACTIVATIONS and not self.lt_epilogue(a, b, bias, alpha, beta, lt_activation):
             # The activation returns a new tensor (Gelu, Softplus, ...): that is the layer's output, and the
             # product a temporary, which must not take the output's place.
             out = fresh_output(a.device)
@@ -175,15 +174,6 @@ class Cublas:
         if activated:
             return y if residual is None else y.add_(residual.to(y.dtype))
         return apply_epilogue(y, residual, attrs)
-
-
-@functools.lru_cache(maxsize=None)
-def _overwrites(activation: str) -> bool:
-    """Whether apply_epilogue's function for `activation` overwrites the product (most do) rather than
-    returning a new tensor: tried once per name on a small tensor, so the table stays the one source."""
-    names, fn = EPILOGUE_ACTIVATIONS[activation]
-    probe = torch.ones(2)
-    return fn(probe, [1.0] * len(names)).data_ptr() == probe.data_ptr()
 
 
 class CublasTransposedWeight(Cublas):
