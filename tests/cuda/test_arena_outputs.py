@@ -214,9 +214,10 @@ def _cases() -> list[Case]:
              lambda: attention((2, 4, 32, 64), (2, 1, 1, 32))),
         Case("ScaledDotProductAttention", FUSED, "math", "baddbmm_3d",
              lambda: attention((2, 48, 32), (48, 48), dt=FP32)),
-        *[Case("ScaledDotProductAttention", FUSED, f"triton_{tile}", label,
+        *[Case("ScaledDotProductAttention", FUSED, tactic, label,
                lambda split=split, shape=shape, mask=mask: attention(shape, mask, head_split=split))
-          for tile in ("m64", "m16", "tma_m128", "tma_m64", "tma_m16")
+          for tactic in ("triton_m64", "triton_m16", "triton_tma_m128", "triton_tma_m64", "triton_tma_m16",
+                         "gluon_tma_m128")
           for label, shape, mask, split in (("bert", (2, 12, 128, 64), (2, 1, 1, 128), False),
                                             ("head_split", (2, 12, 128, 64), (2, 1, 1, 128), True),
                                             ("3d", (2, 48, 32), (48, 48), False))],

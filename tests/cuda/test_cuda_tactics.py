@@ -354,21 +354,25 @@ def test_cudnn_attention_matches_reference(dtype, shape, mask):
 
 @cuda
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
-@pytest.mark.parametrize("tile", ["m64", "m16", "tma_m128", "tma_m64", "tma_m16"])
+@pytest.mark.parametrize("tactic", ["triton_m64", "triton_m16", "triton_tma_m128", "triton_tma_m64", "triton_tma_m16",
+                                    "gluon_tma_m128"])
 @pytest.mark.parametrize("shape, mask", [((2, 4, 64, 64), None), ((2, 12, 128, 64), (2, 1, 1, 128)),
                                          ((2, 4, 50, 32), (2, 1, 1, 50)), ((2, 48, 32), (48, 48)),
                                          ((2, 4, 32, 64), (2, 4, 32, 32)), ((3, 2, 2, 40, 16), None),
                                          ((1, 2, 7, 24), (7, 7))])
-def test_triton_attention_matches_reference(dtype, tile, shape, mask):
+def test_triton_attention_matches_reference(dtype, tactic, shape, mask):
     node = sdpa_node(shape, shape, shape, DTYPES[dtype], mask)
+    reason = find_tactic("cuda", "ScaledDotProductAttention", "tensorkiln", tactic).supports(node)
+    if reason:
+        pytest.skip(reason)
     inputs = mask_inputs(node)
-    check_against_reference(node, f"triton_{tile}", inputs, dtype)
+    check_against_reference(node, tactic, inputs, dtype)
     if len(shape) == 4:
         # Q/K/V as a head split of one QKV product leaves them: the output comes back in Q's memory order.
         fused = torch.cat([t.transpose(1, 2) for t in inputs[:3]], dim=-1)
         d = shape[-1]
         strided = [fused[..., i * d:(i + 1) * d].transpose(1, 2) for i in range(3)] + inputs[3:]
-        out = check_against_reference(node, f"triton_{tile}", strided, dtype)[0]
+        out = check_against_reference(node, tactic, strided, dtype)[0]
         assert out.transpose(1, 2).is_contiguous()
 
 
@@ -398,6 +402,44 @@ def test_triton_attention_edges(tile):
     assert torch.all(out[0, :, 5] == 0)
     empty = sdpa_node((1, 2, 4, 16), (1, 2, 0, 16), (1, 2, 0, 16), dt)
     assert torch.all(run(empty, f"triton_{tile}", random_inputs(empty))[0] == 0)
+
+
+@cuda
+@pytest.mark.parametrize("tactic", ["triton_tma_m128", "gluon_tma_m128"])
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_tma_attention_edges(tactic, dtype):
+    """Queries past one 128-row block (the last block's store is clipped), keys short of the block,
+    a row masked for every key (zeros), masks with a row per query and one row for all, no mask,
+    and no keys at all."""
+    tma = find_tactic("cuda", "ScaledDotProductAttention", "tensorkiln", tactic)
+    dt = DTYPES[dtype]
+    for q_shape, kv_len, mask in [((2, 3, 200, 64), 100, (2, 3, 200, 100)), ((2, 3, 200, 64), 72, (2, 1, 1, 72)),
+                                  ((1, 2, 130, 32), 128, None), ((3, 2, 1, 64), 40, (3, 1, 1, 40))]:
+        kv_shape = q_shape[:2] + (kv_len, q_shape[3])
+        node = sdpa_node(q_shape, kv_shape, kv_shape, dt, mask)
+        reason = tma.supports(node)
+        if reason:
+            pytest.skip(reason)
+        inputs = mask_inputs(node, seed=11)
+        if mask is not None:
+            inputs[3][0, 0, -1] = float("-inf")
+        out = check_against_reference(node, tactic, inputs, dtype)[0]
+        if mask is not None:
+            assert torch.all(out[0, 0, -1] == 0)
+    empty = sdpa_node((1, 2, 4, 16), (1, 2, 0, 16), (1, 2, 0, 16), dt)
+    assert torch.all(run(empty, tactic, random_inputs(empty))[0] == 0)
+
+
+@cuda
+def test_gluon_attention_supports_reasons(monkeypatch):
+    node = sdpa_node((2, 12, 128, 64), (2, 12, 128, 64), (2, 12, 128, 64), DType.FLOAT16, (2, 1, 1, 128))
+    gluon = find_tactic("cuda", "ScaledDotProductAttention", "tensorkiln", "gluon_tma_m128")
+    if torch.cuda.get_device_capability()[0] == 9:
+        assert gluon.supports(node) is None
+    assert "head dim 128" in gluon.supports(sdpa_node((1, 8, 128), (1, 8, 128), (1, 8, 128), DType.FLOAT16))
+    assert "129 keys" in gluon.supports(sdpa_node((1, 8, 16), (1, 129, 16), (1, 129, 16), DType.FLOAT16))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (10, 0))
+    assert "Hopper" in gluon.supports(node)
 
 
 @cuda

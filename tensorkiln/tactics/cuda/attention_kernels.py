@@ -68,7 +68,8 @@ def attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, heads, s_q, s_k, d_qk
             acc = acc * rescale[:, None] + tl.dot(weights.to(v.dtype), v)
         running_max = new_max
     # A row masked (-inf) for every key gives zeros, as ops/sdpa.py specifies (torch's kernels do too).
-    out = tl.where(running_sum[:, None] > 0.0, acc / running_sum[:, None], 0.0)
+    # One reciprocal per row, not a division per element.
+    out = acc * tl.where(running_sum > 0.0, 1.0 / running_sum, 0.0)[:, None]
     tl.store(o_ptr + b * sob + h * soh + rows[:, None] * som + dv[None, :] * sod, out.to(o_ptr.dtype.element_ty),
              mask=row_ok[:, None] & (dv < d_v)[None, :])
 
@@ -114,5 +115,5 @@ def attention_tma_kernel(q_desc, k_desc, v_desc, mask_ptr, o_desc, heads, s_q, s
         weights = tl.exp2(scores - shift[:, None])
         total = tl.sum(weights, 1)
         acc = tl.dot(weights.to(v.dtype), v)
-        out = tl.where(total[:, None] > 0.0, acc / total[:, None], 0.0)
+        out = acc * tl.where(total > 0.0, 1.0 / total, 0.0)[:, None]
         o_desc.store([b, h, pid_m * BLOCK_M, 0], out.to(o_desc.dtype).reshape(1, 1, BLOCK_M, BLOCK_DV))

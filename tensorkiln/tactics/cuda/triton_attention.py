@@ -14,6 +14,8 @@ short blocks win where there are few heads and the tall ones where there are man
 "triton_tma_m<rows>" are the persistent Hopper form for sequences whose keys fit one block
 (BERT's 128): all keys at once (no running rescale), Q/K/V tiles by TMA, and the next tile's
 operands fetched during this tile's math; at batch 64 it beats the m64 kernel by 9-14%.
+"gluon_tma_m128" is the same kernel written in Triton's Gluon dialect (Hopper only), where the
+loads of the next tile demonstrably go out before this tile's math (attention_gluon_kernels.py).
 
 fp16/bf16: the products run on tensor cores with fp32 accumulation, and the softmax weights are
 rounded to the input dtype before the product with V, as the reference's softmax output is.
@@ -26,6 +28,7 @@ fp16; this kernel is one more candidate the tuner times against them.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, Optional
 
 import torch
@@ -183,23 +186,20 @@ class TmaAttention:
         # sequences go to the m64 kernel (see run). Shared memory is sized for the most keys.
         keys_text = f"{keys} keys" if isinstance(keys, int) else f"up to {self.max_keys} keys (a run-time count)"
         keys = keys if isinstance(keys, int) else self.max_keys
-        # Each pipeline stage holds a Q tile and all keys' K and V rows (2-byte floats) in shared memory.
         block_n, (block_dk, _, block_dv) = _block(keys), [_block(d) for d in dims]
-        needed = self.stages * 2 * (self.block_m * block_dk + block_n * (block_dk + block_dv))
+        needed = self._shared_bytes(block_n, block_dk, block_dv)
         if needed > shared_memory_per_block():
             return (f"{keys_text} of head dims {dims} need {needed // 1024} KiB of shared memory "
                     f"(the GPU gives a block {shared_memory_per_block() // 1024} KiB)")
         return None
 
-    def run(self, ctx: Any, inputs: list[Optional[torch.Tensor]], attrs: dict[str, Any]) -> torch.Tensor:
-        if self._kernel is None:
-            from triton.tools.tensor_descriptor import TensorDescriptor
+    def _shared_bytes(self, block_n: int, block_dk: int, block_dv: int) -> int:
+        # Each pipeline stage holds a Q tile and all keys' K and V rows (2-byte floats).
+        return self.stages * 2 * (self.block_m * block_dk + block_n * (block_dk + block_dv))
 
-            from .attention_kernels import attention_tma_kernel
-            self._kernel, self._descriptor = attention_tma_kernel, TensorDescriptor
+    def run(self, ctx: Any, inputs: list[Optional[torch.Tensor]], attrs: dict[str, Any]) -> torch.Tensor:
         q4, k4, v4, mask, out_shape = _fused_operands(inputs)
-        batch, heads, s_q, d_qk = q4.shape
-        s_k, d_v = k4.shape[2], v4.shape[3]
+        s_q, s_k = q4.shape[2], k4.shape[2]
         if s_k > self.max_keys:
             # Shapes that were symbolic at build time came out longer than one block.
             return self._longer.run(ctx, inputs, attrs)
@@ -212,23 +212,92 @@ class TmaAttention:
             out.zero_()  # softmax over no keys: an empty sum (torch's kernels give zeros too)
             return out if out.dim() == len(out_shape) else out.reshape(out_shape)
         if out.numel():
-            block_n, block_dk, block_dv = _block(s_k), _block(d_qk), _block(d_v)
-            desc = self._descriptor
-
-            def describe(t: torch.Tensor, block_rows: int, block_d: int) -> Any:
-                return desc(t, list(t.shape), _tma_strides(t), [1, 1, block_rows, block_d])
             m_blocks = (s_q + self.block_m - 1) // self.block_m
-            tiles = m_blocks * batch * heads
-            programs = min(tiles, _TMA_PROGRAMS_PER_SM * multiprocessor_count(q4.device))
-            self._kernel[(programs,)](
-                describe(q4, self.block_m, block_dk), describe(k4, block_n, block_dk),
-                describe(v4, block_n, block_dv), mask if mask is not None else q4,
-                describe(out, self.block_m, block_dv), heads, s_q, s_k, m_blocks, tiles,
-                float(attrs["scale"]) * _LOG2_E, *mask_strides,
-                HAS_MASK=mask is not None, MASK_ONE_ROW=mask_strides[2] == 0 or s_q == 1, EVEN_N=s_k == block_n,
-                BLOCK_M=self.block_m, BLOCK_N=block_n, BLOCK_DK=block_dk, BLOCK_DV=block_dv, STAGES=self.stages,
-                num_warps=self.warps)
+            self._launch(q4, k4, v4, mask, mask_strides, out, m_blocks, float(attrs["scale"]) * _LOG2_E)
         return out if out.dim() == len(out_shape) else out.reshape(out_shape)
+
+    def _launch(self, q4: torch.Tensor, k4: torch.Tensor, v4: torch.Tensor, mask: Optional[torch.Tensor],
+                mask_strides: tuple[int, ...], out: torch.Tensor, m_blocks: int, qk_scale: float) -> None:
+        if self._kernel is None:
+            from triton.tools.tensor_descriptor import TensorDescriptor
+
+            from .attention_kernels import attention_tma_kernel
+            self._kernel, self._descriptor = attention_tma_kernel, TensorDescriptor
+        batch, heads, s_q, d_qk = q4.shape
+        s_k, d_v = k4.shape[2], v4.shape[3]
+        block_n, block_dk, block_dv = _block(s_k), _block(d_qk), _block(d_v)
+        desc = self._descriptor
+
+        def describe(t: torch.Tensor, block_rows: int, block_d: int) -> Any:
+            return desc(t, list(t.shape), _tma_strides(t), [1, 1, block_rows, block_d])
+        tiles = m_blocks * batch * heads
+        programs = min(tiles, _TMA_PROGRAMS_PER_SM * multiprocessor_count(q4.device))
+        self._kernel[(programs,)](
+            describe(q4, self.block_m, block_dk), describe(k4, block_n, block_dk),
+            describe(v4, block_n, block_dv), mask if mask is not None else q4,
+            describe(out, self.block_m, block_dv), heads, s_q, s_k, m_blocks, tiles, qk_scale, *mask_strides,
+            HAS_MASK=mask is not None, MASK_ONE_ROW=mask_strides[2] == 0 or s_q == 1, EVEN_N=s_k == block_n,
+            BLOCK_M=self.block_m, BLOCK_N=block_n, BLOCK_DK=block_dk, BLOCK_DV=block_dv, STAGES=self.stages,
+            num_warps=self.warps)
+
+
+def gluon_hopper_missing() -> Optional[str]:
+    """Why triton's Gluon dialect for Hopper cannot be used here, looked up without importing it."""
+    reason = triton_missing()
+    if reason:
+        return reason
+    try:
+        found = importlib.util.find_spec("triton.experimental.gluon.language.nvidia.hopper") is not None
+    except ModuleNotFoundError:
+        found = False
+    return None if found else "this triton has no Gluon dialect for Hopper (triton >= 3.5 has it)"
+
+
+class GluonAttention(TmaAttention):
+    """The persistent kernel written in Gluon (attention_gluon_kernels.py): the next tile's TMA
+    loads go out before this tile's math. Hopper only: it runs on warpgroup MMA instructions,
+    which sm100 and later replaced."""
+
+    def supports(self, node: Node) -> Optional[str]:
+        reason = gluon_hopper_missing() or super().supports(node)
+        if reason:
+            return reason
+        if torch.cuda.is_available() and torch.cuda.get_device_capability()[0] != 9:
+            return "warpgroup MMA needs a Hopper (sm90) GPU"
+        return None
+
+    def _shared_bytes(self, block_n: int, block_dk: int, block_dv: int) -> int:
+        return super()._shared_bytes(block_n, block_dk, block_dv) + 2 * self.block_m * block_dv  # the output tile
+
+    def _launch(self, q4: torch.Tensor, k4: torch.Tensor, v4: torch.Tensor, mask: Optional[torch.Tensor],
+                mask_strides: tuple[int, ...], out: torch.Tensor, m_blocks: int, qk_scale: float) -> None:
+        if self._kernel is None:
+            from triton.experimental.gluon import language as gl
+            from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+            from .attention_gluon_kernels import attention_gluon_kernel
+            self._kernel, self._descriptor = attention_gluon_kernel, TensorDescriptor
+            self._gl_dtypes = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16}
+            self._shared_layout = gl.NVMMASharedLayout.get_default_for
+        desc, element = self._descriptor, self._gl_dtypes[q4.dtype]
+        batch, heads, s_q, d_qk = q4.shape
+        s_k, d_v = k4.shape[2], v4.shape[3]
+        block_n, block_dk, block_dv = _block(s_k), _block(d_qk), _block(d_v)
+
+        def describe(t: torch.Tensor, block_rows: int, block_d: int) -> Any:
+            block = [1, 1, block_rows, block_d]
+            return desc(t, list(t.shape), _tma_strides(t), block, self._shared_layout(block, element))
+        one_row = mask_strides[2] == 0 or s_q == 1
+        # A mask with a row per query is added from registers: 8 warps hold the scores and it without spilling,
+        # one program per multiprocessor.
+        warps, per_sm = (self.warps, _TMA_PROGRAMS_PER_SM) if mask is None or one_row else (8, 1)
+        tiles = m_blocks * batch * heads
+        programs = min(tiles, per_sm * multiprocessor_count(q4.device))
+        self._kernel[(programs,)](
+            describe(q4, self.block_m, block_dk), describe(k4, block_n, block_dk), describe(v4, block_n, block_dv),
+            describe(out, self.block_m, block_dv), mask if mask is not None else q4, heads, s_q, s_k, m_blocks, tiles,
+            qk_scale, *mask_strides, HAS_MASK=mask is not None, MASK_ONE_ROW=one_row, EVEN_N=s_k == block_n,
+            NUM_BUF=self.stages, num_warps=warps)
 
 
 _LOG2_E = 1.4426950408889634
@@ -243,8 +312,11 @@ def _register() -> None:
         tma = TmaAttention(tile)
         register(f"triton_{tile}", "ScaledDotProductAttention", tma.run, tma.supports, domain="tensorkiln",
                  source="triton", arena_outputs=True)
+    gluon = GluonAttention("tma_m128")
+    register("gluon_tma_m128", "ScaledDotProductAttention", gluon.run, gluon.supports, domain="tensorkiln",
+             source="triton", arena_outputs=True)
 
 
 _register()
 
-__all__ = ["TILES", "TMA_TILES", "TmaAttention", "TritonAttention"]
+__all__ = ["GluonAttention", "TILES", "TMA_TILES", "TmaAttention", "TritonAttention", "gluon_hopper_missing"]
