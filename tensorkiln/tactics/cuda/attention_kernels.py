@@ -86,7 +86,10 @@ def attention_tma_kernel(q_desc, k_desc, v_desc, mask_ptr, o_desc, heads, s_q, s
     # strides: the head-split views of a merged QKV product are read in place; rows past the end
     # read as zeros), and the pipelined loop fetches the next tile's operands during this tile's
     # math. The scale and the mask are taken in log2 units, for exp2.
-    for tile in tl.range(tl.program_id(0), n_tiles, tl.num_programs(0), num_stages=STAGES):
+    for step in tl.range(tl.program_id(0), n_tiles, tl.num_programs(0), num_stages=STAGES):
+        # From the last batch to the first: the GEMM that wrote Q/K/V wrote the last rows last, so
+        # those are the ones L2 still holds.
+        tile = n_tiles - 1 - step
         pid_m = tile % m_blocks
         bh = tile // m_blocks
         b = bh // heads
