@@ -274,6 +274,20 @@ def test_exec_on_gpu(capsys, workdir, model_path):
     # A CUDA engine on the CPU backend is refused with a clear message.
     assert main(["exec", f"--loadEngine={engine}", "--backend=cpu", *common]) == 1
     assert "rebuild it" in _one_error_line(capsys.readouterr().err)
+    # kiln run replays a CUDA graph by default; --noCudaGraph runs the layers one by one, to the same outputs.
+    x = np.random.default_rng(5).standard_normal((2, 4)).astype(np.float32)
+    np.save(workdir / "gx.npy", x)
+    np.save(workdir / "gy.npy", -x)
+    saved = {}
+    for flags in ([], ["--noCudaGraph"]):
+        path = workdir / f"gpu_out{len(flags)}.npz"
+        assert main(["run", str(engine), "--input", f"x={workdir / 'gx.npy'}", "--input", f"y={workdir / 'gy.npy'}",
+                     "--iterations", "3", "--save-outputs", str(path), *flags]) == 0
+        assert "--noCudaGraph takes effect" not in capsys.readouterr().out
+        with np.load(path) as outputs:
+            saved[len(flags)] = outputs["z"]
+    np.testing.assert_array_equal(saved[0], saved[1])
+    np.testing.assert_allclose(saved[0], _expected(x, -x), rtol=1e-6)
 
 
 # ---- kiln build ------------------------------------------------------------------------
@@ -322,6 +336,11 @@ def test_run_random_inputs_and_output_dir(capsys, workdir, plan_path):
     assert main(["run", str(plan_path), "--output-dir", str(out_dir)]) == 0
     assert np.load(out_dir / "z.npy").shape == (2, 4)  # the profile's opt shape
     capsys.readouterr()
+
+
+def test_run_no_cuda_graph_on_the_cpu_warns(capsys, plan_path):
+    assert main(["run", str(plan_path), "--noCudaGraph"]) == 0
+    assert "--noCudaGraph takes effect with the CUDA backend; ignored on the CPU" in capsys.readouterr().out
 
 
 def test_run_errors(capsys, workdir, plan_path):

@@ -40,6 +40,8 @@ def make_parser() -> KilnArgumentParser:
     out.add_argument("--save-outputs", dest="save_outputs", metavar="FILE.npz", help="save all outputs in one .npz")
     p.add_argument("--iterations", type=int, default=1, metavar="N", help="run N times and print latency")
     p.add_argument("--device", metavar="cpu|cuda[:N]", help="device to run on (default: the engine's)")
+    p.add_argument("--noCudaGraph", action="store_true",
+                   help="run the engine's layers one by one instead of replaying a CUDA graph (CUDA backend)")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return p
 
@@ -51,6 +53,8 @@ def run(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> 
     console = make_console(out)
     plan = load_plan(args.plan)
     device = resolve_device(args.device, default=plan.device.backend)
+    if args.noCudaGraph and not device.startswith("cuda"):
+        log.warn("--noCudaGraph takes effect with the CUDA backend; ignored on the CPU")
     engine = Runtime(device).load(plan, source_name=str(args.plan))
     pairs = parse_input_files(args.input, "--input", "=")
     arrays = read_input_files([p for p in pairs if not is_raw(p[1])], engine.inputs, {}, "--input")
@@ -63,7 +67,7 @@ def run(args: argparse.Namespace, out: TextIO, err: Optional[TextIO] = None) -> 
     arrays.update(read_input_files([p for p in pairs if is_raw(p[1])], engine.inputs, shapes, "--input"))
     inputs = {**random_inputs([s for s in engine.inputs if s.name not in arrays], shapes), **arrays}
 
-    context = engine.create_execution_context()
+    context = engine.create_execution_context(cuda_graph=not args.noCudaGraph)
     latencies = []
     outputs: dict[str, Any] = {}
     for _ in range(args.iterations):
