@@ -14,8 +14,8 @@ short blocks win where there are few heads and the tall ones where there are man
 "triton_tma_m<rows>" are the persistent Hopper form for sequences whose keys fit one block
 (BERT's 128): all keys at once (no running rescale), Q/K/V tiles by TMA, and the next tile's
 operands fetched during this tile's math; at batch 64 it beats the m64 kernel by 9-14%.
-"gluon_tma_m128" is the same kernel written in Triton's Gluon dialect (Hopper only), where the
-loads of the next tile demonstrably go out before this tile's math (attention_gluon_kernels.py).
+"gluon_tma_m128" is that kernel warp-specialised in Triton's Gluon dialect (Hopper only): a
+loader warp keeps a ring of stages full for two consumer warpgroups (attention_gluon_kernels.py).
 
 fp16/bf16: the products run on tensor cores with fp32 accumulation, and the softmax weights are
 rounded to the input dtype before the product with V, as the reference's softmax output is.
@@ -66,6 +66,13 @@ TMA_TILES = {
     "tma_m16": (16, 4, 2, 256, 128),
 }
 _TMA_PROGRAMS_PER_SM = 2
+# The warp-specialised Gluon kernel (attention_gluon_kernels.py): Q/K/V stages in its ring; registers
+# per consumer thread (the loader warpgroup keeps the minimum, 24); the kernel-wide cap the compiler
+# redistributes among its three warpgroups, (4 + 4 + 4 warps) x 32 x 168 <= 64K. Measured on an
+# H200 at BERT b64: 3 stages 15.8 us, 4 stages 16.2-16.4 (232 or 224 registers).
+GLUON_STAGES = 3
+GLUON_CONSUMER_REGISTERS = 232
+GLUON_MAX_REGISTERS = 168
 
 
 def _block(n: int) -> int:
@@ -254,9 +261,15 @@ def gluon_hopper_missing() -> Optional[str]:
 
 
 class GluonAttention(TmaAttention):
-    """The persistent kernel written in Gluon (attention_gluon_kernels.py): the next tile's TMA
-    loads go out before this tile's math. Hopper only: it runs on warpgroup MMA instructions,
-    which sm100 and later replaced."""
+    """The persistent kernel, warp-specialised in Gluon (attention_gluon_kernels.py): a loader warp
+    keeps a ring of Q/K/V stages full for two consumer warpgroups. Hopper only: it runs on
+    warpgroup MMA instructions, which sm100 and later replaced. Masks with a row per query go to
+    the Triton kernel, whose registers hold them."""
+
+    def __init__(self, tile: str) -> None:
+        super().__init__(tile)
+        self.stages = GLUON_STAGES
+        self._rows = TmaAttention(tile)
 
     def supports(self, node: Node) -> Optional[str]:
         reason = gluon_hopper_missing() or super().supports(node)
@@ -267,10 +280,14 @@ class GluonAttention(TmaAttention):
         return None
 
     def _shared_bytes(self, block_n: int, block_dk: int, block_dv: int) -> int:
-        return super()._shared_bytes(block_n, block_dk, block_dv) + 2 * self.block_m * block_dv  # the output tile
+        return super()._shared_bytes(block_n, block_dk, block_dv) + 2 * 2 * self.block_m * block_dv  # 2 output tiles
 
     def _launch(self, q4: torch.Tensor, k4: torch.Tensor, v4: torch.Tensor, mask: Optional[torch.Tensor],
                 mask_strides: tuple[int, ...], out: torch.Tensor, m_blocks: int, qk_scale: float) -> None:
+        s_q = q4.shape[2]
+        if mask is not None and mask_strides[2] != 0 and s_q > 1:
+            self._rows._launch(q4, k4, v4, mask, mask_strides, out, m_blocks, qk_scale)
+            return
         if self._kernel is None:
             from triton.experimental.gluon import language as gl
             from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -280,24 +297,20 @@ class GluonAttention(TmaAttention):
             self._gl_dtypes = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16}
             self._shared_layout = gl.NVMMASharedLayout.get_default_for
         desc, element = self._descriptor, self._gl_dtypes[q4.dtype]
-        batch, heads, s_q, d_qk = q4.shape
+        batch, heads, _, d_qk = q4.shape
         s_k, d_v = k4.shape[2], v4.shape[3]
         block_n, block_dk, block_dv = _block(s_k), _block(d_qk), _block(d_v)
 
         def describe(t: torch.Tensor, block_rows: int, block_d: int) -> Any:
             block = [1, 1, block_rows, block_d]
             return desc(t, list(t.shape), _tma_strides(t), block, self._shared_layout(block, element))
-        one_row = mask_strides[2] == 0 or s_q == 1
-        # A mask with a row per query is added from registers: 8 warps hold the scores and it without spilling,
-        # one program per multiprocessor.
-        warps, per_sm = (self.warps, _TMA_PROGRAMS_PER_SM) if mask is None or one_row else (8, 1)
         tiles = m_blocks * batch * heads
-        programs = min(tiles, per_sm * multiprocessor_count(q4.device))
-        self._kernel[(programs,)](
+        self._kernel[(min(tiles, multiprocessor_count(q4.device)),)](
             describe(q4, self.block_m, block_dk), describe(k4, block_n, block_dk), describe(v4, block_n, block_dv),
-            describe(out, self.block_m, block_dv), mask if mask is not None else q4, heads, s_q, s_k, m_blocks, tiles,
-            qk_scale, *mask_strides, HAS_MASK=mask is not None, MASK_ONE_ROW=one_row, EVEN_N=s_k == block_n,
-            NUM_BUF=self.stages, num_warps=warps)
+            describe(out, self.block_m, block_dv), mask if mask is not None else q4, heads, s_k, m_blocks, tiles,
+            qk_scale, mask_strides[0], mask_strides[1], mask_strides[3], HAS_MASK=mask is not None,
+            EVEN_N=s_k == block_n, NUM_BUF=self.stages, CONSUMER_REGS=GLUON_CONSUMER_REGISTERS, num_warps=4,
+            maxnreg=GLUON_MAX_REGISTERS)
 
 
 _LOG2_E = 1.4426950408889634
