@@ -42,7 +42,7 @@ def _loader(descs, buffers, barriers, first, step, n_tiles, m_blocks, heads, s_k
             smn, HAS_MASK: gl.constexpr, EVEN_N: gl.constexpr):
     q_desc, k_desc, v_desc, o_desc = descs
     q_bufs, k_bufs, v_bufs, o_bufs = buffers
-    ready, empty = barriers
+    ready, empty, turn = barriers
     NUM_BUF: gl.constexpr = q_bufs.type.shape[0]
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[2]
     for j in range(gl.cdiv(n_tiles - first, step)):
@@ -64,7 +64,7 @@ def _consume(WHICH: gl.constexpr, descs, buffers, barriers, first, step, n_tiles
     # softmax needs no running rescale. qk_scale and the mask are in log2 units, for exp2.
     q_desc, k_desc, v_desc, o_desc = descs
     q_bufs, k_bufs, v_bufs, o_bufs = buffers
-    ready, empty = barriers
+    ready, empty, turn = barriers
     NUM_BUF: gl.constexpr = q_bufs.type.shape[0]
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[2]
     BLOCK_DK: gl.constexpr = q_desc.block_type.shape[3]
@@ -86,7 +86,11 @@ def _consume(WHICH: gl.constexpr, descs, buffers, barriers, first, step, n_tiles
             bias = gl.load(mask_ptr + b * smb + h * smh + cols * smn, mask=col_ok, other=0.0).to(gl.float32) * _LOG2_E
         else:
             bias = gl.zeros([BLOCK_N], gl.float32, gl.SliceLayout(0, s_layout))
+        # The consumers wait on the ring in tile order: a parity wait is right only one phase ahead of its
+        # barrier, and a consumer that ran ahead past a stage the other has not seen filled would pass early.
+        mbarrier.wait(turn.index(WHICH), ((j // 2) & 1) ^ (1 - WHICH))
         mbarrier.wait(ready.index(stage), (j // NUM_BUF) & 1)
+        mbarrier.arrive(turn.index(1 - WHICH), count=1)
         q = q_bufs.index(stage).reshape([BLOCK_M, BLOCK_DK])
         k = k_bufs.index(stage).reshape([BLOCK_N, BLOCK_DK])
         v = v_bufs.index(stage).reshape([BLOCK_N, BLOCK_DV])
@@ -143,10 +147,13 @@ def attention_gluon_kernel(q_desc, k_desc, v_desc, o_desc, mask_ptr, heads, s_k,
     o_bufs = gl.allocate_shared_memory(dtype, [2] + o_desc.block_type.shape, o_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [NUM_BUF, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [NUM_BUF, 1], mbarrier.MBarrierLayout())
+    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(NUM_BUF):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=1)
-    args = ((q_desc, k_desc, v_desc, o_desc), (q_bufs, k_bufs, v_bufs, o_bufs), (ready, empty), gl.program_id(0),
+    for i in gl.static_range(2):
+        mbarrier.init(turn.index(i), count=1)
+    args = ((q_desc, k_desc, v_desc, o_desc), (q_bufs, k_bufs, v_bufs, o_bufs), (ready, empty, turn), gl.program_id(0),
             gl.num_programs(0), n_tiles, m_blocks, heads, s_k, qk_scale, mask_ptr, smb, smh, smn, HAS_MASK, EVEN_N)
     # The first consumer runs in the kernel's own num_warps (4); the second and the loader are workers.
     gl.warp_specialize([(_consumer_0, args), (_consumer_1, args), (_loader, args)], [4, 1], [CONSUMER_REGS, 24])
