@@ -40,6 +40,11 @@ ALIGNMENT = 256
 VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 
 
+def is_view(node: Node) -> bool:
+    """Whether the layer's output is a view of its input 0 (one of VIEW_OPS, default domain)."""
+    return node.op_type in VIEW_OPS and not node.domain
+
+
 @dataclass(frozen=True)
 class Buffer:
     """One activation buffer: its values (the base first, then its views), lifetime and place."""
@@ -142,7 +147,7 @@ def plan_arena(graph: Graph, dims: Mapping[str, int],
         for k, v in enumerate(node.outputs):
             types[v.name] = v.type
             base = node.inputs[0] if node.inputs else None
-            if k == 0 and node.op_type in VIEW_OPS and not node.domain and base is not None:
+            if k == 0 and is_view(node) and base is not None:
                 root[v.name] = root.get(base.name, base.name)
             else:
                 root[v.name] = v.name
@@ -166,7 +171,7 @@ def plan_arena(graph: Graph, dims: Mapping[str, int],
         # Latest layers first: an output's own extended lifetime is known when its layer is reached.
         for i in range(n_layers - 1, -1, -1):
             node = graph.nodes[i]
-            if (node.op_type in VIEW_OPS and not node.domain) or not may_alias(node):
+            if is_view(node) or not may_alias(node):
                 continue
             reach = i
             for v in node.outputs:

@@ -16,7 +16,7 @@ from ..errors import EngineFormatError, ExecutionError, TensorkilnError
 from ..ir import DType, Graph, Node, free_names_of_subgraphs, numpy_to_torch
 from ..ops import RunContext, get_op
 from ..planner import compute_liveness
-from ..planner.arena import VIEW_OPS
+from ..planner.arena import is_view
 from ..planner.streams import LayerSync, StreamSchedule, stream_schedule
 from ..tactics.streams import AuxStreams
 from .arena import ArenaLayout, BoundArena, Place
@@ -165,7 +165,7 @@ class GraphExecutor:
         regions: list[list[tuple[Place, ...]]] = []
         for step, row in zip(self.steps, places):
             node, inherited = step.node, ()
-            if step.index not in on_host and ((node.op_type in VIEW_OPS and not node.domain) or may_alias(node)):
+            if step.index not in on_host and (is_view(node) or may_alias(node)):
                 read = [v.name for v in node.inputs if v is not None] + sorted(free_names_of_subgraphs(node))
                 inherited = tuple(dict.fromkeys(p for name in read for p in reach.get(name, ())))
             regions.append([])

@@ -392,13 +392,13 @@ class ExecutionContext:
                 values[spec.name], was_numpy = to_runtime_value(spec, inputs[spec.name], device,
                                                                 keep_on_host=graphs is not None)
             any_torch |= not was_numpy
-        key = signature([values[s.name] for s in self._specs if s.is_tensor], self._host_positions)
+        feeds = [values[s.name] for s in self._specs]
+        key = signature([x for s, x in zip(self._specs, feeds) if s.is_tensor], self._host_positions)
         if key not in self._checked:
             check_inputs(self._specs, values)
-            if len(self.engine.plan.profiles) > 1 and self.engine.profile_of(list(values.values())) is None:
-                raise ShapeError(self.engine.profile_mismatch(list(values.values())))
+            if len(self.engine.plan.profiles) > 1 and self.engine.profile_of(feeds) is None:
+                raise ShapeError(self.engine.profile_mismatch(feeds))
             self._remember_checked(key)
-        feeds = [values[s.name] for s in self._specs]
         as_numpy = not any_torch
         if graphs is not None and self.engine._cuda_graph_failure is None and not graphs.wants_eager(key):
             replayed = self._replay_and_deliver(graphs, key, feeds, as_numpy, outputs)

@@ -230,22 +230,33 @@ class TmaAttention:
 
             from .attention_kernels import attention_tma_kernel
             self._kernel, self._descriptor = attention_tma_kernel, TensorDescriptor
-        batch, heads, s_q, d_qk = q4.shape
-        s_k, d_v = k4.shape[2], v4.shape[3]
-        block_n, block_dk, block_dv = _block(s_k), _block(d_qk), _block(d_v)
-        desc = self._descriptor
-
-        def describe(t: torch.Tensor, block_rows: int, block_d: int) -> Any:
-            return desc(t, list(t.shape), _tma_strides(t), [1, 1, block_rows, block_d])
+        batch, heads, s_q, _ = q4.shape
+        (block_n, block_dk, block_dv), (q, k, v, o) = self._descriptors(q4, k4, v4, out)
         tiles = m_blocks * batch * heads
         programs = min(tiles, _TMA_PROGRAMS_PER_SM * multiprocessor_count(q4.device))
+        s_k = k4.shape[2]
         self._kernel[(programs,)](
-            describe(q4, self.block_m, block_dk), describe(k4, block_n, block_dk),
-            describe(v4, block_n, block_dv), mask if mask is not None else q4,
-            describe(out, self.block_m, block_dv), heads, s_q, s_k, m_blocks, tiles, qk_scale, *mask_strides,
-            HAS_MASK=mask is not None, MASK_ONE_ROW=mask_strides[2] == 0 or s_q == 1, EVEN_N=s_k == block_n,
+            q, k, v, mask if mask is not None else q4, o, heads, s_q, s_k, m_blocks, tiles, qk_scale, *mask_strides,
+            HAS_MASK=mask is not None, MASK_ONE_ROW=_one_row(mask_strides, s_q), EVEN_N=s_k == block_n,
             BLOCK_M=self.block_m, BLOCK_N=block_n, BLOCK_DK=block_dk, BLOCK_DV=block_dv, STAGES=self.stages,
             num_warps=self.warps)
+
+    def _descriptors(self, q4: torch.Tensor, k4: torch.Tensor, v4: torch.Tensor, out: torch.Tensor
+                     ) -> tuple[tuple[int, int, int], tuple[Any, Any, Any, Any]]:
+        """The tile extents (keys, Q/K head dim, V head dim) and the TMA descriptors of Q, K, V and the
+        output: query blocks of block_m rows, all keys in one block."""
+        block_n, block_dk, block_dv = _block(k4.shape[2]), _block(q4.shape[3]), _block(v4.shape[3])
+        return (block_n, block_dk, block_dv), (
+            self._describe(q4, [1, 1, self.block_m, block_dk]), self._describe(k4, [1, 1, block_n, block_dk]),
+            self._describe(v4, [1, 1, block_n, block_dv]), self._describe(out, [1, 1, self.block_m, block_dv]))
+
+    def _describe(self, t: torch.Tensor, block: list[int]) -> Any:
+        return self._descriptor(t, list(t.shape), _tma_strides(t), block)
+
+
+def _one_row(mask_strides: tuple[int, ...], s_q: int) -> bool:
+    """Whether the mask is one row of keys for every query (a padding mask broadcast over the rows)."""
+    return mask_strides[2] == 0 or s_q == 1
 
 
 def gluon_hopper_missing() -> Optional[str]:
@@ -284,8 +295,7 @@ class GluonAttention(TmaAttention):
 
     def _launch(self, q4: torch.Tensor, k4: torch.Tensor, v4: torch.Tensor, mask: Optional[torch.Tensor],
                 mask_strides: tuple[int, ...], out: torch.Tensor, m_blocks: int, qk_scale: float) -> None:
-        s_q = q4.shape[2]
-        if mask is not None and mask_strides[2] != 0 and s_q > 1:
+        if mask is not None and not _one_row(mask_strides, q4.shape[2]):
             self._rows._launch(q4, k4, v4, mask, mask_strides, out, m_blocks, qk_scale)
             return
         if self._kernel is None:
@@ -296,21 +306,18 @@ class GluonAttention(TmaAttention):
             self._kernel, self._descriptor = attention_gluon_kernel, TensorDescriptor
             self._gl_dtypes = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16}
             self._shared_layout = gl.NVMMASharedLayout.get_default_for
-        desc, element = self._descriptor, self._gl_dtypes[q4.dtype]
-        batch, heads, _, d_qk = q4.shape
-        s_k, d_v = k4.shape[2], v4.shape[3]
-        block_n, block_dk, block_dv = _block(s_k), _block(d_qk), _block(d_v)
-
-        def describe(t: torch.Tensor, block_rows: int, block_d: int) -> Any:
-            block = [1, 1, block_rows, block_d]
-            return desc(t, list(t.shape), _tma_strides(t), block, self._shared_layout(block, element))
+        batch, heads = q4.shape[:2]
+        (block_n, _, _), (q, k, v, o) = self._descriptors(q4, k4, v4, out)
         tiles = m_blocks * batch * heads
+        s_k = k4.shape[2]
         self._kernel[(min(tiles, multiprocessor_count(q4.device)),)](
-            describe(q4, self.block_m, block_dk), describe(k4, block_n, block_dk), describe(v4, block_n, block_dv),
-            describe(out, self.block_m, block_dv), mask if mask is not None else q4, heads, s_k, m_blocks, tiles,
-            qk_scale, mask_strides[0], mask_strides[1], mask_strides[3], HAS_MASK=mask is not None,
-            EVEN_N=s_k == block_n, NUM_BUF=self.stages, CONSUMER_REGS=GLUON_CONSUMER_REGISTERS, num_warps=4,
-            maxnreg=GLUON_MAX_REGISTERS)
+            q, k, v, o, mask if mask is not None else q4, heads, s_k, m_blocks, tiles, qk_scale, mask_strides[0],
+            mask_strides[1], mask_strides[3], HAS_MASK=mask is not None, EVEN_N=s_k == block_n, NUM_BUF=self.stages,
+            CONSUMER_REGS=GLUON_CONSUMER_REGISTERS, num_warps=4, maxnreg=GLUON_MAX_REGISTERS)
+
+    def _describe(self, t: torch.Tensor, block: list[int]) -> Any:
+        return self._descriptor(t, list(t.shape), _tma_strides(t), block,
+                                self._shared_layout(block, self._gl_dtypes[t.dtype]))
 
 
 _LOG2_E = 1.4426950408889634
