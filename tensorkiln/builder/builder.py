@@ -64,8 +64,11 @@ class Builder:
                 verify(graph)
             except GraphError as exc:
                 raise GraphError(f"after precision assignment: {exc}") from exc
-        tactics, streams = _choose_tactics(graph, device, config)
         profiles = tuple({name: ProfileRange(*r) for name, r in p.shapes.items()} for p in config.profiles)
+        graph, device_reports = run_pipeline(graph, _device_passes(device, config, _fewest_at_opt(graph, profiles)),
+                                             debug=config.debug, dim_bounds=_dim_bounds(graph, config.profiles))
+        reports += device_reports
+        tactics, streams = _choose_tactics(graph, device, config)
         opt_dims = _opt_dims(graph, profiles)
         memory = {"strategy": "release-after-last-use",
                   "peak_activation_bytes_at_opt": peak_activation_bytes(graph, compute_liveness(graph), opt_dims),
@@ -83,6 +86,30 @@ class Builder:
         return EnginePlan(graph=graph, device=DeviceInfo(*describe_device(device)), build_config=config.to_json(),
                           profiles=profiles, memory=memory, build_info=build_info,
                           ignored_inputs=tuple(n for n in declared_inputs if n not in kept))
+
+
+def _device_passes(device: torch.device, config: BuilderConfig, opt_dims: dict[str, int]) -> tuple[Any, ...]:
+    """Fusions that pay only where a device's kernel computes the fused layer: run after precision
+    assignment, when the layers' dtypes are known. A CUDA build fuses each merged Q/K/V projection into
+    its attention where the fused Triton kernel takes the layer and its tiles fill the GPU at the opt
+    shapes (`opt_dims`), and Triton tactics are allowed."""
+    if device.type != "cuda" or config.optimization_level <= 0 or "triton" in config.disabled_tactic_sources:
+        return ()
+    from ..passes.projected_attention import fuse_projected_attention as fuse
+    from ..tactics.cuda.projected_attention import fusion_reason
+
+    def fuse_projected_attention(graph: Graph, ctx: Any) -> Graph:
+        return fuse(graph, ctx, lambda node: fusion_reason(node, opt_dims))
+    return (fuse_projected_attention,)
+
+
+def _fewest_at_opt(graph: Graph, profiles: tuple[dict[str, ProfileRange], ...]) -> dict[str, int]:
+    """Symbolic dimension name -> its smallest size at any profile's opt shape."""
+    dims: dict[str, int] = {}
+    for p in profiles:
+        for d, size in _opt_dims(graph, (p,)).items():
+            dims[d] = min(dims.get(d, size), size)
+    return dims
 
 
 def _arena_members(graph: Graph, backend: str) -> dict[str, Any]:

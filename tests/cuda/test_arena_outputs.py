@@ -22,7 +22,7 @@ from tensorkiln.tactics import find_tactic
 from tensorkiln.tactics.cuda.cublaslt_api import MAX_ALGORITHMS
 from tensorkiln.tactics.registry import _EXTRA
 from test_cuda_tactics import (DEVICE, PREV, X0, X1, X2, _ctx, chain_node, chain_programs, make_node, mask_inputs,
-                               random_inputs, sdpa_node, step, with_constant_weight)
+                               projected_inputs, projected_node, random_inputs, sdpa_node, step, with_constant_weight)
 
 cuda = pytest.mark.cuda
 FP16, FP32 = DType.FLOAT16, DType.FLOAT32
@@ -114,6 +114,11 @@ def attention(shape: tuple, mask: Optional[tuple], dt: DType = FP16, head_split:
         d = shape[-1]
         inputs = [fused[..., i * d:(i + 1) * d].transpose(1, 2) for i in range(3)] + inputs[3:]
     return node, inputs
+
+
+def projected(batch: int, heads: int, mask: Optional[tuple]) -> tuple[Node, list]:
+    node = projected_node(batch, 128, heads, 64, FP16, mask=mask)
+    return node, projected_inputs(node, seed=batch)
 
 
 def chain(program: list[dict], shapes: list[tuple], dt: DType = FP16,
@@ -221,6 +226,9 @@ def _cases() -> list[Case]:
           for label, shape, mask, split in (("bert", (2, 12, 128, 64), (2, 1, 1, 128), False),
                                             ("head_split", (2, 12, 128, 64), (2, 1, 1, 128), True),
                                             ("3d", (2, 48, 32), (48, 48), False))],
+        # The Q/K/V projection and attention in one kernel: [B, H, S, D] written in [B, S, H, D] order.
+        Case("ProjectedAttention", FUSED, "gluon_qkv_m128", "bert", lambda: projected(3, 2, (3, 1, 1, 128))),
+        Case("ProjectedAttention", FUSED, "gluon_qkv_m128", "no_mask", lambda: projected(1, 4, None)),
         # Elementwise chains, in each memory order the kernel writes.
         Case("ElementwiseChain", FUSED, "triton", "row_major",
              lambda: chain(*chain_programs(FP16.short)[1])),

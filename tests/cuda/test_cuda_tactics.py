@@ -442,6 +442,94 @@ def test_gluon_attention_supports_reasons(monkeypatch):
     assert "Hopper" in gluon.supports(node)
 
 
+def projected_node(batch, seq, heads, d, dt, bias=True, mask=None, embed=None) -> Node:
+    embed = embed or heads * d
+    inputs = [((batch, seq, embed), dt), ((3 * heads * d, embed), dt), ((3 * heads * d,), dt) if bias else None]
+    if mask is not None:
+        inputs.append((mask, dt))
+    return make_node("ProjectedAttention", inputs, {"heads": heads, "scale": 1 / math.sqrt(d)}, domain="tensorkiln")
+
+
+def projected_inputs(node: Node, seed: int) -> list[Optional[torch.Tensor]]:
+    """x, W scaled as a trained projection's (unit-variance outputs), a bias, and a padding mask: 0 for kept
+    keys, -10000 for the last quarter of every other sequence and -inf for every key of the first (a mask
+    broadcast over the batch: -10000 for the last quarter)."""
+    embed = node.inputs[0].shape[2]
+    inputs = random_inputs(node, [1.0, embed ** -0.5, 0.1, 1.0][:len(node.inputs)], seed=seed)
+    if len(inputs) > 3 and inputs[3] is not None:
+        mask = torch.zeros(tuple(node.inputs[3].shape))
+        keys = mask.shape[-1]
+        if mask.dim() == 4 and mask.shape[0] > 1:
+            mask[1::2, ..., keys * 3 // 4:] = -10000.0
+            mask[0] = float("-inf")
+        else:
+            mask[..., keys * 3 // 4:] = -10000.0
+        inputs[3] = mask.to(device=DEVICE, dtype=inputs[3].dtype)
+    return inputs
+
+
+@cuda
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("case", [dict(batch=3, heads=2, mask=(3, 1, 1, 128)), dict(batch=1, heads=12, mask=None),
+                                  dict(batch=4, heads=3, mask=(1, 1, 128), bias=False),
+                                  dict(batch=2, heads=2, mask=(2, 1, 1, 128), embed=192)])
+def test_projected_attention_matches_reference(dtype, case):
+    """The fused projection + attention kernel against the reference (cuBLAS's product, then torch's
+    attention): masks of one row per sequence (padding, and a sequence masked everywhere: zeros),
+    broadcast over the batch, none; no bias; an embedding wider than heads x 64."""
+    case = dict(case)
+    node = projected_node(case.pop("batch"), 128, case.pop("heads"), 64, DTYPES[dtype], **case)
+    fused = find_tactic("cuda", "ProjectedAttention", "tensorkiln", "gluon_qkv_m128")
+    reason = fused.supports(node)
+    if reason:
+        pytest.skip(reason)
+    for seed in (0, 1):
+        inputs = projected_inputs(node, seed)
+        out = check_against_reference(node, "gluon_qkv_m128", inputs, dtype)[0]
+        assert torch.isfinite(out).all()
+        if len(inputs) > 3 and inputs[3] is not None and inputs[3].dim() == 4 and inputs[3].shape[0] > 1:
+            assert torch.all(out[0] == 0)
+
+
+@cuda
+def test_projected_attention_other_lengths_fall_back():
+    """An engine with a dynamic sequence runs the fused layer at any length: lengths the kernel does not
+    take (not 128 tokens, a mask with a row per query) are computed as the reference does."""
+    symbolic = projected_node(2, "seq", 2, 64, DType.FLOAT16, mask=(2, 1, 1, "seq"))
+    fused = find_tactic("cuda", "ProjectedAttention", "tensorkiln", "gluon_qkv_m128")
+    reason = fused.supports(symbolic)
+    if reason:
+        pytest.skip(reason)
+    for seq in (64, 128, 7):
+        node = projected_node(2, seq, 2, 64, DType.FLOAT16, mask=(2, 1, 1, seq))
+        inputs = projected_inputs(node, seq)
+        tactic = find_tactic("cuda", "ProjectedAttention", "tensorkiln", "gluon_qkv_m128")
+        expected = run(node, "reference", inputs)[0]
+        got = tactic.run(_ctx(), inputs, node.attrs)
+        assert_close(got.float().cpu().numpy(), expected.float().cpu().numpy(), "fp16", f"seq {seq}")
+    rows = projected_node(2, 128, 2, 64, DType.FLOAT16, mask=(2, 1, 128, 128))
+    inputs = projected_inputs(rows, 3)
+    got = find_tactic("cuda", "ProjectedAttention", "tensorkiln", "gluon_qkv_m128").run(_ctx(), inputs, rows.attrs)
+    assert_close(got.float().cpu().numpy(), run(rows, "reference", inputs)[0].float().cpu().numpy(), "fp16",
+                 "a mask with a row per query")
+
+
+@cuda
+def test_projected_attention_supports_reasons(monkeypatch):
+    fused = find_tactic("cuda", "ProjectedAttention", "tensorkiln", "gluon_qkv_m128")
+    node = projected_node(2, 128, 12, 64, DType.FLOAT16, mask=(2, 1, 1, 128))
+    if torch.cuda.get_device_capability()[0] == 9:
+        assert fused.supports(node) is None
+    assert "head dim 32" in fused.supports(projected_node(2, 128, 2, 32, DType.FLOAT16))
+    assert "sequences of 64 tokens" in fused.supports(projected_node(2, 64, 2, 64, DType.FLOAT16))
+    assert "one row of keys per sequence" in fused.supports(projected_node(2, 128, 2, 64, DType.FLOAT16,
+                                                                           mask=(2, 1, 128, 128)))
+    assert "embedding of 160" in fused.supports(projected_node(2, 128, 2, 64, DType.FLOAT16, embed=160))
+    assert "float32" in fused.supports(projected_node(2, 128, 2, 64, DType.FLOAT32))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (8, 0))
+    assert "Hopper" in fused.supports(node)
+
+
 @cuda
 @pytest.mark.parametrize("dtype", ["fp32", "fp16"])
 def test_math_takes_broadcast_batches_and_widening_masks(dtype):
