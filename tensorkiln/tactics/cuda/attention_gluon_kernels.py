@@ -23,6 +23,8 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                               warpgroup_mma_wait)
 
+from .gluon_ring import ring_barriers
+
 _LOG2_E = gl.constexpr(1.4426950408889634)
 
 
@@ -145,14 +147,7 @@ def attention_gluon_kernel(q_desc, k_desc, v_desc, o_desc, mask_ptr, heads, s_k,
     k_bufs = gl.allocate_shared_memory(dtype, [NUM_BUF] + k_desc.block_type.shape, k_desc.layout)
     v_bufs = gl.allocate_shared_memory(dtype, [NUM_BUF] + v_desc.block_type.shape, v_desc.layout)
     o_bufs = gl.allocate_shared_memory(dtype, [2] + o_desc.block_type.shape, o_desc.layout)
-    ready = gl.allocate_shared_memory(gl.int64, [NUM_BUF, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [NUM_BUF, 1], mbarrier.MBarrierLayout())
-    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(NUM_BUF):
-        mbarrier.init(ready.index(i), count=1)
-        mbarrier.init(empty.index(i), count=1)
-    for i in gl.static_range(2):
-        mbarrier.init(turn.index(i), count=1)
+    ready, empty, turn = ring_barriers(NUM_BUF)
     args = ((q_desc, k_desc, v_desc, o_desc), (q_bufs, k_bufs, v_bufs, o_bufs), (ready, empty, turn), gl.program_id(0),
             gl.num_programs(0), n_tiles, m_blocks, heads, s_k, qk_scale, mask_ptr, smb, smh, smn, HAS_MASK, EVEN_N)
     # The first consumer runs in the kernel's own num_warps (4); the second and the loader are workers.

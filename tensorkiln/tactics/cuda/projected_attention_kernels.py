@@ -25,6 +25,8 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                               warpgroup_mma_wait)
 
+from .gluon_ring import ring_barriers
+
 _LOG2_E = gl.constexpr(1.4426950408889634)
 
 
@@ -179,14 +181,7 @@ def qkv_attention_kernel(x_desc, wqk_desc, wv_desc, o_desc, bias_ptr, mask_ptr, 
     wv_bufs = gl.allocate_shared_memory(dtype, [STAGES] + wv_desc.block_type.shape, wv_desc.layout)
     # k, v of each consumer (the k buffer then stages its output for the TMA store)
     kv_bufs = gl.allocate_shared_memory(dtype, [4] + o_desc.block_type.shape, o_desc.layout)
-    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(STAGES):
-        mbarrier.init(ready.index(i), count=1)
-        mbarrier.init(empty.index(i), count=1)
-    for i in gl.static_range(2):
-        mbarrier.init(turn.index(i), count=1)
+    ready, empty, turn = ring_barriers(STAGES)
     args = ((x_desc, wqk_desc, wv_desc, o_desc), (x_bufs, wqk_bufs, wv_bufs, kv_bufs), (ready, empty, turn), heads,
             n_tiles, K, bias_ptr, mask_ptr, mask_stride, qk_scale, HAS_MASK, ORDER)
     gl.warp_specialize([(_consumer_0, args), (_consumer_1, args), (_loader_part, args)], [4, 1], [CONSUMER_REGS, 24])
