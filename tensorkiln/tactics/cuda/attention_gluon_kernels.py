@@ -20,10 +20,9 @@ from __future__ import annotations
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
-                                                              warpgroup_mma_wait)
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 
-from .gluon_ring import ring_barriers
+from .gluon_parts import attend, ring_barriers
 
 _LOG2_E = gl.constexpr(1.4426950408889634)
 
@@ -77,7 +76,6 @@ def _consume(WHICH: gl.constexpr, descs, buffers, barriers, first, step, n_tiles
                                                        instr_shape=[16, BLOCK_N, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_DV, 16])
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     o_buf = o_bufs.index(WHICH).reshape([BLOCK_M, BLOCK_DV])
     cols = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
     col_ok = cols < s_k
@@ -88,6 +86,8 @@ def _consume(WHICH: gl.constexpr, descs, buffers, barriers, first, step, n_tiles
             bias = gl.load(mask_ptr + b * smb + h * smh + cols * smn, mask=col_ok, other=0.0).to(gl.float32) * _LOG2_E
         else:
             bias = gl.zeros([BLOCK_N], gl.float32, gl.SliceLayout(0, s_layout))
+        if not EVEN_N:
+            bias = gl.where(col_ok, bias, float("-inf"))  # keys past the end of the block
         # The consumers wait on the ring in tile order: a parity wait is right only one phase ahead of its
         # barrier, and a consumer that ran ahead past a stage the other has not seen filled would pass early.
         mbarrier.wait(turn.index(WHICH), ((j // 2) & 1) ^ (1 - WHICH))
@@ -96,23 +96,8 @@ def _consume(WHICH: gl.constexpr, descs, buffers, barriers, first, step, n_tiles
         q = q_bufs.index(stage).reshape([BLOCK_M, BLOCK_DK])
         k = k_bufs.index(stage).reshape([BLOCK_N, BLOCK_DK])
         v = v_bufs.index(stage).reshape([BLOCK_N, BLOCK_DV])
-        scores = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, s_layout)
-        scores = warpgroup_mma(q, k.permute((1, 0)), scores, use_acc=False, is_async=True)
-        scores = warpgroup_mma_wait(num_outstanding=0, deps=(scores,))
-        scores = scores * qk_scale + bias[None, :]
-        if not EVEN_N:
-            scores = gl.where(col_ok[None, :], scores, float("-inf"))
-        row_max = gl.max(scores, 1)
-        # A row masked (-inf) for every key gives zeros, as ops/sdpa.py specifies: subtract 0, not -inf.
-        shift = gl.where(row_max == float("-inf"), 0.0, row_max)
-        weights = gl.exp2(scores - shift[:, None])
-        total = gl.sum(weights, 1)
-        inverse = gl.convert_layout(gl.where(total > 0.0, 1.0 / total, 0.0), gl.SliceLayout(1, o_layout))
-        acc = gl.zeros([BLOCK_M, BLOCK_DV], gl.float32, o_layout)
-        acc = warpgroup_mma(gl.convert_layout(weights.to(dtype), p_layout), v, acc, use_acc=False, is_async=True)
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+        out = attend(q, k, v, qk_scale, bias, s_layout, o_layout)
         mbarrier.arrive(empty.index(stage), count=1)
-        out = acc * inverse[:, None]
         # This consumer's last store must have read the buffer before it is written again.
         tma.store_wait(pendings=0)
         o_buf.store(out.to(dtype))

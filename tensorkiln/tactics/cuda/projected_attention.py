@@ -27,7 +27,7 @@ from ...ops.projected_attention import head_dim
 from ..derived import DerivedTensors
 from ._common import (HALF_FLOATS, input_shape, inputs_dtype_reason, multiprocessor_count, optional_input, register,
                       shared_memory_per_block)
-from .triton_attention import gluon_hopper_missing
+from .triton_attention import gluon_descriptor, gluon_hopper_missing
 
 SEQUENCE = 128  # tokens per tile: one whole sequence, all keys in one block
 HEAD_DIM = 64
@@ -38,8 +38,6 @@ K_STEP = 64  # embedding columns per ring stage
 STAGES = 4
 CONSUMER_REGISTERS = 232
 MAX_REGISTERS = 168
-# The order programs walk the (sequence, head) tiles in (projected_attention_kernels._tile_coords).
-TILE_ORDER = 0
 _LOG2_E = 1.4426950408889634
 
 
@@ -144,24 +142,15 @@ class GluonProjectedAttention:
     def _launch(self, x2: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor,
                 row: Optional[tuple[torch.Tensor, int]], out2: torch.Tensor, heads: int, scale: float) -> None:
         if self._kernel is None:
-            from triton.experimental.gluon import language as gl
-            from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-
             from .projected_attention_kernels import qkv_attention_kernel
-            self._kernel, self._descriptor = qkv_attention_kernel, TensorDescriptor
-            self._gl_dtypes = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16}
-            self._shared_layout = gl.NVMMASharedLayout.get_default_for
+            self._kernel = qkv_attention_kernel
         tiles = (x2.shape[0] // SEQUENCE) * heads
         mask, mask_stride = row if row is not None else (x2, 0)
         self._kernel[(min(tiles, multiprocessor_count(x2.device)),)](
-            self._describe(x2, [SEQUENCE, K_STEP]), self._describe(wt, [2 * HEAD_DIM, K_STEP]),
-            self._describe(wt, [HEAD_DIM, K_STEP]), self._describe(out2, [SEQUENCE, HEAD_DIM]), bias, mask,
+            gluon_descriptor(x2, [SEQUENCE, K_STEP]), gluon_descriptor(wt, [2 * HEAD_DIM, K_STEP]),
+            gluon_descriptor(wt, [HEAD_DIM, K_STEP]), gluon_descriptor(out2, [SEQUENCE, HEAD_DIM]), bias, mask,
             mask_stride, heads, tiles, x2.shape[1], scale * _LOG2_E, HAS_MASK=row is not None, STAGES=STAGES,
-            CONSUMER_REGS=CONSUMER_REGISTERS, ORDER=TILE_ORDER, num_warps=4, maxnreg=MAX_REGISTERS)
-
-    def _describe(self, t: torch.Tensor, block: list[int]) -> Any:
-        return self._descriptor(t, list(t.shape), list(t.stride()), block,
-                                self._shared_layout(block, self._gl_dtypes[t.dtype]))
+            CONSUMER_REGS=CONSUMER_REGISTERS, num_warps=4, maxnreg=MAX_REGISTERS)
 
 
 def _register() -> None:

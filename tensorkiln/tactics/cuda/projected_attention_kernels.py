@@ -25,27 +25,21 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                               warpgroup_mma_wait)
 
-from .gluon_ring import ring_barriers
+from .gluon_parts import attend, ring_barriers
 
 _LOG2_E = gl.constexpr(1.4426950408889634)
 
 
 @gluon.jit
-def _tile_coords(j, first, step, n_tiles, heads, ORDER: gl.constexpr):
-    # This program's j-th tile as (sequence, head). ORDER 0: sequence-major from the first sequence, so the
-    # programs running at once share a few sequences' rows of x; 1: the same from the last sequence (the
-    # layer before wrote those last: L2 may still hold them); 2: head-major.
+def _tile_coords(j, first, step, heads):
+    # This program's j-th tile as (sequence, head), sequence-major: the programs running at once share a
+    # few sequences' rows of x. (Last sequence first and head-major measured the same: BENCHMARKS.md.)
     tile = first + j * step
-    if ORDER == 1:
-        tile = n_tiles - 1 - tile
-    if ORDER == 2:
-        n_seq = n_tiles // heads
-        return tile % n_seq, tile // n_seq
     return tile // heads, tile % heads
 
 
 @gluon.jit
-def _loader(descs, bufs, bars, heads, n_tiles, K, ORDER: gl.constexpr):
+def _loader(descs, bufs, bars, heads, n_tiles, K):
     x_desc, wqk_desc, wv_desc, o_desc = descs
     x_bufs, wqk_bufs, wv_bufs, kv_bufs = bufs
     ready, empty, turn = bars
@@ -58,7 +52,7 @@ def _loader(descs, bufs, bars, heads, n_tiles, K, ORDER: gl.constexpr):
     step = gl.num_programs(0)
     i = 0
     for j in range(gl.cdiv(n_tiles - first, step)):
-        b, h = _tile_coords(j, first, step, n_tiles, heads, ORDER)
+        b, h = _tile_coords(j, first, step, heads)
         for kk in range(k_steps):
             s = i % S
             mbarrier.wait(empty.index(s), ((i // S) & 1) ^ 1)
@@ -72,7 +66,7 @@ def _loader(descs, bufs, bars, heads, n_tiles, K, ORDER: gl.constexpr):
 
 @gluon.jit
 def _consume(WHICH: gl.constexpr, descs, bufs, bars, heads, n_tiles, K, bias_ptr, mask_ptr, mask_stride, qk_scale,
-             HAS_MASK: gl.constexpr, ORDER: gl.constexpr):
+             HAS_MASK: gl.constexpr):
     x_desc, wqk_desc, wv_desc, o_desc = descs
     x_bufs, wqk_bufs, wv_bufs, kv_bufs = bufs
     ready, empty, turn = bars
@@ -87,7 +81,6 @@ def _consume(WHICH: gl.constexpr, descs, bufs, bars, heads, n_tiles, K, bias_ptr
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BM, 16])
     q_op_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2)
-    p_op_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=v_layout, k_width=2)
     k_buf = kv_bufs.index(2 * WHICH)
     v_buf = kv_bufs.index(2 * WHICH + 1)
     k_steps = gl.cdiv(K, BK)
@@ -97,7 +90,7 @@ def _consume(WHICH: gl.constexpr, descs, bufs, bars, heads, n_tiles, K, bias_ptr
     v_cols = gl.arange(0, D, layout=gl.SliceLayout(0, v_layout))
     keys = gl.arange(0, BM, layout=gl.SliceLayout(0, s_layout))
     for j in range(WHICH, gl.cdiv(n_tiles - first, step), 2):
-        b, h = _tile_coords(j, first, step, n_tiles, heads, ORDER)
+        b, h = _tile_coords(j, first, step, heads)
         i0 = j * k_steps
         # The accumulators start from the bias: the first product adds to it.
         qk_bias = gl.load(bias_ptr + h * 3 * D + qk_cols).to(gl.float32)
@@ -133,20 +126,7 @@ def _consume(WHICH: gl.constexpr, descs, bufs, bars, heads, n_tiles, K, bias_ptr
             bias = gl.load(mask_ptr + b * mask_stride + keys).to(gl.float32) * _LOG2_E
         else:
             bias = gl.zeros([BM], gl.float32, gl.SliceLayout(0, s_layout))
-        scores = gl.zeros([BM, BM], gl.float32, s_layout)
-        scores = warpgroup_mma(q_op, k_buf.permute((1, 0)), scores, use_acc=False, is_async=True)
-        scores = warpgroup_mma_wait(num_outstanding=0, deps=(scores,))
-        scores = scores * qk_scale + bias[None, :]
-        row_max = gl.max(scores, 1)
-        shift = gl.where(row_max == float("-inf"), 0.0, row_max)
-        weights = gl.exp2(scores - shift[:, None])
-        total = gl.sum(weights, 1)
-        inverse = gl.convert_layout(gl.where(total > 0.0, 1.0 / total, 0.0), gl.SliceLayout(1, v_layout))
-        acc = gl.zeros([BM, D], gl.float32, v_layout)
-        acc = warpgroup_mma(gl.convert_layout(weights.to(dtype), p_op_layout), v_buf, acc, use_acc=False,
-                            is_async=True)
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-        out = acc * inverse[:, None]
+        out = attend(q_op, k_buf, v_buf, qk_scale, bias, s_layout, v_layout)
         k_buf.store(out.to(dtype))
         fence_async_shared()
         tma.async_copy_shared_to_global(o_desc, [b * BM, h * D], k_buf)
@@ -155,26 +135,26 @@ def _consume(WHICH: gl.constexpr, descs, bufs, bars, heads, n_tiles, K, bias_ptr
 
 @gluon.jit
 def _consumer_0(descs, bufs, bars, heads, n_tiles, K, bias_ptr, mask_ptr, mask_stride, qk_scale,
-                HAS_MASK: gl.constexpr, ORDER: gl.constexpr):
-    _consume(0, descs, bufs, bars, heads, n_tiles, K, bias_ptr, mask_ptr, mask_stride, qk_scale, HAS_MASK, ORDER)
+                HAS_MASK: gl.constexpr):
+    _consume(0, descs, bufs, bars, heads, n_tiles, K, bias_ptr, mask_ptr, mask_stride, qk_scale, HAS_MASK)
 
 
 @gluon.jit
 def _consumer_1(descs, bufs, bars, heads, n_tiles, K, bias_ptr, mask_ptr, mask_stride, qk_scale,
-                HAS_MASK: gl.constexpr, ORDER: gl.constexpr):
-    _consume(1, descs, bufs, bars, heads, n_tiles, K, bias_ptr, mask_ptr, mask_stride, qk_scale, HAS_MASK, ORDER)
+                HAS_MASK: gl.constexpr):
+    _consume(1, descs, bufs, bars, heads, n_tiles, K, bias_ptr, mask_ptr, mask_stride, qk_scale, HAS_MASK)
 
 
 @gluon.jit
 def _loader_part(descs, bufs, bars, heads, n_tiles, K, bias_ptr, mask_ptr, mask_stride, qk_scale,
-                 HAS_MASK: gl.constexpr, ORDER: gl.constexpr):
-    _loader(descs, bufs, bars, heads, n_tiles, K, ORDER)
+                 HAS_MASK: gl.constexpr):
+    _loader(descs, bufs, bars, heads, n_tiles, K)
 
 
 @gluon.jit
 def qkv_attention_kernel(x_desc, wqk_desc, wv_desc, o_desc, bias_ptr, mask_ptr, mask_stride, heads, n_tiles, K,
                          qk_scale, HAS_MASK: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                         ORDER: gl.constexpr, num_warps: gl.constexpr):
+                         num_warps: gl.constexpr):
     dtype: gl.constexpr = x_desc.dtype
     x_bufs = gl.allocate_shared_memory(dtype, [STAGES] + x_desc.block_type.shape, x_desc.layout)
     wqk_bufs = gl.allocate_shared_memory(dtype, [STAGES] + wqk_desc.block_type.shape, wqk_desc.layout)
@@ -183,5 +163,5 @@ def qkv_attention_kernel(x_desc, wqk_desc, wv_desc, o_desc, bias_ptr, mask_ptr, 
     kv_bufs = gl.allocate_shared_memory(dtype, [4] + o_desc.block_type.shape, o_desc.layout)
     ready, empty, turn = ring_barriers(STAGES)
     args = ((x_desc, wqk_desc, wv_desc, o_desc), (x_bufs, wqk_bufs, wv_bufs, kv_bufs), (ready, empty, turn), heads,
-            n_tiles, K, bias_ptr, mask_ptr, mask_stride, qk_scale, HAS_MASK, ORDER)
+            n_tiles, K, bias_ptr, mask_ptr, mask_stride, qk_scale, HAS_MASK)
     gl.warp_specialize([(_consumer_0, args), (_consumer_1, args), (_loader_part, args)], [4, 1], [CONSUMER_REGS, 24])

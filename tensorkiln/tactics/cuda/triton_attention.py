@@ -28,6 +28,8 @@ fp16; this kernel is one more candidate the tuner times against them.
 
 from __future__ import annotations
 
+import functools
+
 import importlib.util
 from typing import Any, Optional
 
@@ -271,6 +273,22 @@ def gluon_hopper_missing() -> Optional[str]:
     return None if found else "this triton has no Gluon dialect for Hopper (triton >= 3.5 has it)"
 
 
+@functools.lru_cache(maxsize=None)
+def _gluon_descriptor_api() -> tuple[Any, Any, dict[torch.dtype, Any]]:
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    return TensorDescriptor, gl.NVMMASharedLayout.get_default_for, {torch.float16: gl.float16,
+                                                                    torch.bfloat16: gl.bfloat16}
+
+
+def gluon_descriptor(t: torch.Tensor, block: list[int], strides: Optional[list[int]] = None) -> Any:
+    """A TMA descriptor of `t` (fp16/bf16) for a Gluon kernel: boxes of `block` in the default NVMMA shared
+    layout the warpgroup MMA reads. `strides`: t's own where not given. Imports Gluon at the first call."""
+    make, shared_layout, dtypes = _gluon_descriptor_api()
+    return make(t, list(t.shape), list(t.stride()) if strides is None else strides, block,
+                shared_layout(block, dtypes[t.dtype]))
+
+
 class GluonAttention(TmaAttention):
     """The persistent kernel, warp-specialised in Gluon (attention_gluon_kernels.py): a loader warp
     keeps a ring of Q/K/V stages full for two consumer warpgroups. Hopper only: it runs on
@@ -299,13 +317,8 @@ class GluonAttention(TmaAttention):
             self._rows._launch(q4, k4, v4, mask, mask_strides, out, m_blocks, qk_scale)
             return
         if self._kernel is None:
-            from triton.experimental.gluon import language as gl
-            from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-
             from .attention_gluon_kernels import attention_gluon_kernel
-            self._kernel, self._descriptor = attention_gluon_kernel, TensorDescriptor
-            self._gl_dtypes = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16}
-            self._shared_layout = gl.NVMMASharedLayout.get_default_for
+            self._kernel = attention_gluon_kernel
         batch, heads = q4.shape[:2]
         (block_n, _, _), (q, k, v, o) = self._descriptors(q4, k4, v4, out)
         tiles = m_blocks * batch * heads
@@ -316,8 +329,7 @@ class GluonAttention(TmaAttention):
             CONSUMER_REGS=GLUON_CONSUMER_REGISTERS, num_warps=4, maxnreg=GLUON_MAX_REGISTERS)
 
     def _describe(self, t: torch.Tensor, block: list[int]) -> Any:
-        return self._descriptor(t, list(t.shape), _tma_strides(t), block,
-                                self._shared_layout(block, self._gl_dtypes[t.dtype]))
+        return gluon_descriptor(t, block, _tma_strides(t))
 
 
 _LOG2_E = 1.4426950408889634
@@ -339,4 +351,5 @@ def _register() -> None:
 
 _register()
 
-__all__ = ["GluonAttention", "TILES", "TMA_TILES", "TmaAttention", "TritonAttention", "gluon_hopper_missing"]
+__all__ = ["GluonAttention", "TILES", "TMA_TILES", "TmaAttention", "TritonAttention", "gluon_descriptor",
+           "gluon_hopper_missing"]
