@@ -2,6 +2,12 @@
 
 a_zero_point is a scalar or one value per row of A (shape [M]); b_zero_point a scalar or
 one value per column of B (shape [N]).
+
+The reference multiplies in float64 on the tensors' own device: an 8-bit value minus an 8-bit
+zero point is an integer of magnitude at most 255, so every product and every partial sum of
+fewer than 2**53 / 255**2 (~1.4e11) of them is an exact float64 integer, whatever order the
+BLAS sums in. torch multiplies integer matrices only on the CPU, and slowly there (BERT-base's
+[128 x 768] x [768 x 3072] takes ~1.5 s in int64 on 2 cores, ~30 ms in float64).
 """
 
 from __future__ import annotations
@@ -11,29 +17,31 @@ from typing import Optional
 import torch
 
 from ..ir import DType, TensorType
-from .matmul import integer_matmul, matmul_shape
+from .matmul import matmul_shape
 from .registry import InferContext, Op, register
 
 _QUANT_DTYPES = (DType.INT8, DType.UINT8)
 
 
-def subtract_row_zero_point(a: torch.Tensor, zero_point: Optional[torch.Tensor]) -> torch.Tensor:
-    """a (as int32) minus its zero point, which is a scalar or one value per row of a."""
-    a = a.to(torch.int32)
-    if zero_point is None:
-        return a
-    zp = zero_point.to(torch.int32)
-    if zp.dim() == 1 and zp.numel() > 1 and a.dim() >= 2:
-        zp = zp.reshape(-1, 1)
-    return a - zp
+def row_zero_point(zero_point: torch.Tensor, a_rank: int) -> torch.Tensor:
+    """A zero point of a, a scalar or one value per row, shaped to broadcast against a."""
+    if zero_point.dim() == 1 and zero_point.numel() > 1 and a_rank >= 2:
+        return zero_point.reshape(-1, 1)
+    return zero_point
 
 
-def subtract_column_zero_point(b: torch.Tensor, zero_point: Optional[torch.Tensor]) -> torch.Tensor:
-    """b (as int32) minus its zero point, which is a scalar or one value per column of b."""
-    b = b.to(torch.int32)
-    if zero_point is None:
-        return b
-    return b - zero_point.to(torch.int32)
+def quantized_product(a: torch.Tensor, a_zero_point: Optional[torch.Tensor], b: torch.Tensor,
+                      b_zero_point: Optional[torch.Tensor]) -> torch.Tensor:
+    """(a - a_zero_point) @ (b - b_zero_point) of 8-bit tensors (numpy matmul shapes), exact, as int32
+    (wrapped as ONNX's int32 accumulation wraps). a's zero point is a scalar or one per row, b's a
+    scalar or one per column."""
+    a64 = a.to(torch.float64)
+    if a_zero_point is not None:
+        a64 = a64 - row_zero_point(a_zero_point, a.dim()).to(torch.float64)
+    b64 = b.to(torch.float64)
+    if b_zero_point is not None:
+        b64 = b64 - b_zero_point.to(torch.float64)
+    return torch.matmul(a64, b64).to(torch.int64).to(torch.int32)
 
 
 @register
@@ -52,6 +60,5 @@ class MatMulInteger(Op):
         return [TensorType(DType.INT32, matmul_shape(a, b))]
 
     def reference(self, ctx, inputs, attrs):
-        a = subtract_row_zero_point(inputs[0], inputs[2] if len(inputs) > 2 else None)
-        b = subtract_column_zero_point(inputs[1], inputs[3] if len(inputs) > 3 else None)
-        return integer_matmul(a, b, torch.int32)
+        return quantized_product(inputs[0], inputs[2] if len(inputs) > 2 else None, inputs[1],
+                                 inputs[3] if len(inputs) > 3 else None)

@@ -14,17 +14,23 @@ from typing import Optional
 import torch
 
 from ..ir import DType, TensorType
-from .matmul import integer_matmul, matmul_shape
-from .matmul_integer import subtract_column_zero_point, subtract_row_zero_point
+from .matmul import matmul_shape
+from .matmul_integer import quantized_product, row_zero_point
 from .registry import InferContext, Op, register
 
 _QUANT_DTYPES = (DType.INT8, DType.UINT8)
 
 
-def _per_row(scale: torch.Tensor, rank: int) -> torch.Tensor:
-    if scale.dim() == 1 and scale.numel() > 1 and rank >= 2:
-        return scale.reshape(-1, 1)
-    return scale
+def requantize(acc: torch.Tensor, a_rank: int, a_scale: torch.Tensor, b_scale: torch.Tensor, y_scale: torch.Tensor,
+               y_zero_point: Optional[torch.Tensor], a_dtype: torch.dtype) -> torch.Tensor:
+    """The int32 product `acc` at y's scale and zero point, saturated to y's dtype (y_zero_point's, else a's)."""
+    multiplier = row_zero_point(a_scale, a_rank) * b_scale.to(a_scale.dtype) / y_scale.to(a_scale.dtype)
+    y = torch.round(acc.double() * multiplier.double())
+    out_dtype = y_zero_point.dtype if y_zero_point is not None else a_dtype
+    if y_zero_point is not None:
+        y = y + y_zero_point.double()
+    info = torch.iinfo(out_dtype)
+    return y.clamp(info.min, info.max).to(out_dtype)
 
 
 @register
@@ -47,12 +53,4 @@ class QLinearMatMul(Op):
     def reference(self, ctx, inputs, attrs):
         a, a_scale, a_zp, b, b_scale, b_zp, y_scale = inputs[:7]
         y_zp = inputs[7] if len(inputs) > 7 else None
-        acc = integer_matmul(subtract_row_zero_point(a, a_zp), subtract_column_zero_point(b, b_zp), torch.int32)
-        multiplier = _per_row(a_scale, a.dim()) * b_scale.to(a_scale.dtype) / y_scale.to(a_scale.dtype)
-        y = acc.double() * multiplier.double()
-        out_dtype = y_zp.dtype if y_zp is not None else a.dtype
-        y = torch.round(y)
-        if y_zp is not None:
-            y = y + y_zp.double()
-        info = torch.iinfo(out_dtype)
-        return y.clamp(info.min, info.max).to(out_dtype)
+        return requantize(quantized_product(a, a_zp, b, b_zp), a.dim(), a_scale, b_scale, y_scale, y_zp, a.dtype)

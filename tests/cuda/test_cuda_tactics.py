@@ -1116,3 +1116,83 @@ def test_triton_gemm_supports_reasons():
     assert "alpha" in tactic.supports(node({"activation": "Relu", "alpha": 2.0}))
     assert "3-D weight" in tactic.supports(node({"activation": "Relu"}, a=(2, 16, 64), b=(2, 64, 32)))
     assert "activation Elu" in tactic.supports(node({"activation": "Elu", "activation_params": [1.0]}))
+
+
+# -- int8 GEMMs (MatMulInteger, QLinearMatMul) -----------------------------------------------
+
+_QUANT = {"int8": DType.INT8, "uint8": DType.UINT8}
+
+
+def with_constant(node: Node, i: int, t: torch.Tensor) -> Node:
+    """The node with input i marked constant, holding `t` (int8_mm takes constant weights only)."""
+    node.inputs[i].const = t.cpu().numpy()
+    return node
+
+
+def quantized_tensor(shape: Sequence[int], dtype: str, gen: torch.Generator) -> torch.Tensor:
+    low, high = (-128, 128) if dtype == "int8" else (0, 256)
+    return torch.randint(low, high, tuple(shape), generator=gen, dtype=torch.int16).to(_QUANT[dtype].torch).to(DEVICE)
+
+
+# (a shape, b shape, zero points: "none" | "scalar" | "per_row_column")
+INT8_GEMM_CASES = [
+    ((64, 96), (96, 48), "per_row_column"),
+    ((2, 24, 64), (64, 32), "scalar"),         # leading dims flattened into rows
+    ((4, 20, 40), (40, 24), "per_row_column"),  # per-row zero points repeat over the batch
+    ((3, 17), (17, 5), "scalar"),               # M <= 16, K and N not multiples of 8: padded
+    ((128, 768), (768, 200), "none"),
+]
+
+
+@cuda
+@pytest.mark.parametrize("a_dtype", ["int8", "uint8"])
+@pytest.mark.parametrize("b_dtype", ["int8", "uint8"])
+@pytest.mark.parametrize("case", range(len(INT8_GEMM_CASES)))
+def test_int8_mm_matmul_integer_is_exact(a_dtype, b_dtype, case):
+    a_shape, b_shape, zero_points = INT8_GEMM_CASES[case]
+    gen = torch.Generator().manual_seed(case)
+    specs: list[Optional[tuple]] = [(a_shape, _QUANT[a_dtype]), (b_shape, _QUANT[b_dtype])]
+    inputs = [quantized_tensor(a_shape, a_dtype, gen), quantized_tensor(b_shape, b_dtype, gen)]
+    if zero_points != "none":
+        za_shape, zb_shape = ((), ()) if zero_points == "scalar" else ((a_shape[-2],), (b_shape[1],))
+        specs += [(za_shape, _QUANT[a_dtype]), (zb_shape, _QUANT[b_dtype])]
+        inputs += [quantized_tensor(za_shape, a_dtype, gen), quantized_tensor(zb_shape, b_dtype, gen)]
+    node = with_constant(make_node("MatMulInteger", specs), 1, inputs[1])
+    out = check_against_reference(node, "int8_mm", inputs, "exact")[0]
+    assert out.dtype == torch.int32 and out.device == inputs[0].device
+
+
+@cuda
+@pytest.mark.parametrize("dtype", ["int8", "uint8"])
+@pytest.mark.parametrize("per_row", [False, True])
+def test_int8_mm_qlinear_matmul_is_exact(dtype, per_row):
+    gen = torch.Generator().manual_seed(7)
+    m, k, n = 40, 72, 24
+    q = _QUANT[dtype]
+    rows = (m,) if per_row else ()
+    specs = [((2, m, k), q), (rows, DType.FLOAT32), (rows, q), ((k, n), DType.INT8), ((n,), DType.FLOAT32),
+             ((n,), DType.INT8), ((), DType.FLOAT32), ((), q)]
+    scale = torch.rand(rows, generator=gen).to(DEVICE) * 0.05 + 0.01
+    inputs = [quantized_tensor((2, m, k), dtype, gen), scale, quantized_tensor(rows, dtype, gen),
+              quantized_tensor((k, n), "int8", gen), torch.rand(n, generator=gen).to(DEVICE) * 0.02 + 0.005,
+              quantized_tensor((n,), "int8", gen), torch.tensor(0.9, device=DEVICE), quantized_tensor((), dtype, gen)]
+    node = with_constant(make_node("QLinearMatMul", specs, opset=21), 3, inputs[3])
+    check_against_reference(node, "int8_mm", inputs, "exact")
+
+
+@cuda
+def test_int8_mm_supports_reasons():
+    from tensorkiln.tactics.cuda.int8_gemm import MAX_K
+
+    tactic = find_tactic("cuda", "MatMulInteger", "", "int8_mm")
+    i8 = DType.INT8
+
+    def node(a_shape, b_shape, constant=True):
+        made = make_node("MatMulInteger", [(a_shape, i8), (b_shape, i8)])
+        return with_constant(made, 1, torch.zeros(b_shape, dtype=torch.int8)) if constant else made
+
+    assert tactic.supports(node((8, 16), (16, 8))) is None
+    assert "not a constant" in tactic.supports(node((8, 16), (16, 8), constant=False))
+    assert "K = " in tactic.supports(node((8, MAX_K + 8), (MAX_K + 8, 8)))
+    assert "not 2-D" in tactic.supports(make_node("MatMulInteger", [((2, 8, 16), i8), ((2, 16, 8), i8)]))
+    assert "rank >= 2" in tactic.supports(make_node("MatMulInteger", [((16,), i8), ((16, 8), i8)]))
