@@ -20,14 +20,14 @@ from ..ir import DType, TensorType
 from .matmul import matmul_shape
 from .registry import InferContext, Op, register
 
-_QUANT_DTYPES = (DType.INT8, DType.UINT8)
+QUANT_DTYPES = (DType.INT8, DType.UINT8)
 
 
-def row_zero_point(zero_point: torch.Tensor, a_rank: int) -> torch.Tensor:
-    """A zero point of a, a scalar or one value per row, shaped to broadcast against a."""
-    if zero_point.dim() == 1 and zero_point.numel() > 1 and a_rank >= 2:
-        return zero_point.reshape(-1, 1)
-    return zero_point
+def per_row(t: torch.Tensor, a_rank: int) -> torch.Tensor:
+    """A zero point or scale of a, one value or one per row, shaped to broadcast against a."""
+    if t.dim() == 1 and t.numel() > 1 and a_rank >= 2:
+        return t.reshape(-1, 1)
+    return t
 
 
 def quantized_product(a: torch.Tensor, a_zero_point: Optional[torch.Tensor], b: torch.Tensor,
@@ -37,7 +37,7 @@ def quantized_product(a: torch.Tensor, a_zero_point: Optional[torch.Tensor], b: 
     scalar or one per column."""
     a64 = a.to(torch.float64)
     if a_zero_point is not None:
-        a64 = a64 - row_zero_point(a_zero_point, a.dim()).to(torch.float64)
+        a64 = a64 - per_row(a_zero_point, a.dim()).to(torch.float64)
     b64 = b.to(torch.float64)
     if b_zero_point is not None:
         b64 = b64 - b_zero_point.to(torch.float64)
@@ -51,7 +51,7 @@ class MatMulInteger(Op):
     def check(self, node) -> Optional[str]:
         for i in (0, 1):
             dt = node.inputs[i].dtype
-            if dt is not None and dt not in _QUANT_DTYPES:
+            if dt is not None and dt not in QUANT_DTYPES:
                 return f"MatMulInteger input {i} of type {dt.short} is not supported (int8/uint8 only)"
         return None
 

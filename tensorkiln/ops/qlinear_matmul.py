@@ -13,18 +13,15 @@ from typing import Optional
 
 import torch
 
-from ..ir import DType, TensorType
+from ..ir import TensorType
 from .matmul import matmul_shape
-from .matmul_integer import quantized_product, row_zero_point
+from .matmul_integer import QUANT_DTYPES, per_row, quantized_product
 from .registry import InferContext, Op, register
-
-_QUANT_DTYPES = (DType.INT8, DType.UINT8)
-
 
 def requantize(acc: torch.Tensor, a_rank: int, a_scale: torch.Tensor, b_scale: torch.Tensor, y_scale: torch.Tensor,
                y_zero_point: Optional[torch.Tensor], a_dtype: torch.dtype) -> torch.Tensor:
     """The int32 product `acc` at y's scale and zero point, saturated to y's dtype (y_zero_point's, else a's)."""
-    multiplier = row_zero_point(a_scale, a_rank) * b_scale.to(a_scale.dtype) / y_scale.to(a_scale.dtype)
+    multiplier = per_row(a_scale, a_rank) * b_scale.to(a_scale.dtype) / y_scale.to(a_scale.dtype)
     y = torch.round(acc.double() * multiplier.double())
     out_dtype = y_zero_point.dtype if y_zero_point is not None else a_dtype
     if y_zero_point is not None:
@@ -40,7 +37,7 @@ class QLinearMatMul(Op):
     def check(self, node) -> Optional[str]:
         for i in (0, 3, 7):
             v = node.inputs[i] if i < len(node.inputs) else None
-            if v is not None and v.dtype is not None and v.dtype not in _QUANT_DTYPES:
+            if v is not None and v.dtype is not None and v.dtype not in QUANT_DTYPES:
                 return f"QLinearMatMul input {i} of type {v.dtype.short} is not supported (int8/uint8 only)"
         return None
 

@@ -235,9 +235,10 @@ def test_gemm_matches_reference(dtype, c_shape, attrs):
     check_against_reference(node, "cublas", random_inputs(node, [1.0, 0.1, 1.0]), precision_of(dtype, "gemm"))
 
 
-def with_constant_weight(node: Node, weight: torch.Tensor) -> Node:
-    """The node with its weight input marked constant (what cublas_nt needs), holding `weight`."""
-    node.inputs[1].const = weight.float().cpu().numpy().astype(node.inputs[1].dtype.numpy)
+def with_constant_weight(node: Node, weight: torch.Tensor, index: int = 1) -> Node:
+    """The node with its weight input (`index`) marked constant (what cublas_nt and int8_mm need), holding
+    `weight`."""
+    node.inputs[index].const = weight.float().cpu().numpy().astype(node.inputs[index].dtype.numpy)
     return node
 
 
@@ -1123,12 +1124,6 @@ def test_triton_gemm_supports_reasons():
 _QUANT = {"int8": DType.INT8, "uint8": DType.UINT8}
 
 
-def with_constant(node: Node, i: int, t: torch.Tensor) -> Node:
-    """The node with input i marked constant, holding `t` (int8_mm takes constant weights only)."""
-    node.inputs[i].const = t.cpu().numpy()
-    return node
-
-
 def quantized_tensor(shape: Sequence[int], dtype: str, gen: torch.Generator) -> torch.Tensor:
     low, high = (-128, 128) if dtype == "int8" else (0, 256)
     return torch.randint(low, high, tuple(shape), generator=gen, dtype=torch.int16).to(_QUANT[dtype].torch).to(DEVICE)
@@ -1157,7 +1152,7 @@ def test_int8_mm_matmul_integer_is_exact(a_dtype, b_dtype, case):
         za_shape, zb_shape = ((), ()) if zero_points == "scalar" else ((a_shape[-2],), (b_shape[1],))
         specs += [(za_shape, _QUANT[a_dtype]), (zb_shape, _QUANT[b_dtype])]
         inputs += [quantized_tensor(za_shape, a_dtype, gen), quantized_tensor(zb_shape, b_dtype, gen)]
-    node = with_constant(make_node("MatMulInteger", specs), 1, inputs[1])
+    node = with_constant_weight(make_node("MatMulInteger", specs), inputs[1])
     out = check_against_reference(node, "int8_mm", inputs, "exact")[0]
     assert out.dtype == torch.int32 and out.device == inputs[0].device
 
@@ -1176,7 +1171,7 @@ def test_int8_mm_qlinear_matmul_is_exact(dtype, per_row):
     inputs = [quantized_tensor((2, m, k), dtype, gen), scale, quantized_tensor(rows, dtype, gen),
               quantized_tensor((k, n), "int8", gen), torch.rand(n, generator=gen).to(DEVICE) * 0.02 + 0.005,
               quantized_tensor((n,), "int8", gen), torch.tensor(0.9, device=DEVICE), quantized_tensor((), dtype, gen)]
-    node = with_constant(make_node("QLinearMatMul", specs, opset=21), 3, inputs[3])
+    node = with_constant_weight(make_node("QLinearMatMul", specs, opset=21), inputs[3], 3)
     check_against_reference(node, "int8_mm", inputs, "exact")
 
 
@@ -1189,7 +1184,7 @@ def test_int8_mm_supports_reasons():
 
     def node(a_shape, b_shape, constant=True):
         made = make_node("MatMulInteger", [(a_shape, i8), (b_shape, i8)])
-        return with_constant(made, 1, torch.zeros(b_shape, dtype=torch.int8)) if constant else made
+        return with_constant_weight(made, torch.zeros(b_shape, dtype=torch.int8)) if constant else made
 
     assert tactic.supports(node((8, 16), (16, 8))) is None
     assert "not a constant" in tactic.supports(node((8, 16), (16, 8), constant=False))

@@ -25,14 +25,14 @@ from typing import Any, Optional
 
 import torch
 
-from ...ir import DType, Node
+from ...ir import Node
+from ...ops.matmul_integer import QUANT_DTYPES
 from ...ops.qlinear_matmul import requantize
 from ..derived import DerivedTensors
 from ._common import input_dtype, input_shape, optional_input, register
 
 # Largest K for which every term of the zero-point decomposition fits int32 (255**2 * K < 2**31).
 MAX_K = 32768
-_QUANT_DTYPES = (DType.INT8, DType.UINT8)
 _ROW_MULTIPLE = 8
 _MIN_ROWS = 17  # torch._int_mm on CUDA wants more than 16 rows
 _WEIGHTS = DerivedTensors()
@@ -75,8 +75,8 @@ def _zero_point(zp: Optional[torch.Tensor], shift: int) -> torch.Tensor | int:
 
 def _subtract_outer(product: torch.Tensor, rows: torch.Tensor | int, cols: torch.Tensor | int) -> None:
     """product -= rows (x) cols in place, rows [M] and cols [N] (or one value, a tensor or an int, for all)."""
-    if isinstance(rows, int) and rows == 0:
-        return
+    if (isinstance(rows, int) and rows == 0) or (isinstance(cols, int) and cols == 0):
+        return  # an int8 operand without a zero point: nothing to take out
     if isinstance(rows, torch.Tensor) and rows.numel() > 1 and isinstance(cols, torch.Tensor) and cols.numel() > 1:
         product.addr_(rows, cols, alpha=-1)
         return
@@ -112,7 +112,7 @@ def int8_product(a: torch.Tensor, a_zero_point: Optional[torch.Tensor], b: torch
 def supports(node: Node) -> Optional[str]:
     b_index = 3 if node.op_type == "QLinearMatMul" else 1
     for i in (0, b_index):
-        if input_dtype(node, i) not in _QUANT_DTYPES:
+        if input_dtype(node, i) not in QUANT_DTYPES:
             return f"input {i} is not int8/uint8 (or its dtype is unknown)"
     a_shape, b_shape = input_shape(node, 0), input_shape(node, b_index)
     if a_shape is None or len(a_shape) < 2:
